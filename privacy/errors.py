@@ -15,6 +15,15 @@ messages may be reworded).
           |         +-- PrivateKeyUnavailable  public-only keyring asked to unwrap
           |         +-- KeyVersionRetired      wrapped under a version below min_version
           +-- IntegrityError            ciphertext or wrapped key failed authentication
+     +-- DetailedError                  carries a JSON-safe ``details`` dict (never private values)
+          +-- SpecError                 model spec rejected (names the layer index and field)
+          +-- SchemaError               dataset metadata cannot describe a preprocessing
+          +-- SchemaViolation           rows break the declared schema (counts per column only)
+          +-- PlanError                 a run cannot be planned (budget, delta, batch, noise)
+          +-- AccountingError           a mechanism record or accountant choice is invalid
+          |    +-- BudgetExceeded        a planned release would pass the budget cap
+          +-- TrainingError             DP training failed; ``records_spent`` says what was used
+          +-- ModelFileError            a model file is malformed or its metadata is unusable
 """
 
 from __future__ import annotations
@@ -72,3 +81,80 @@ class IntegrityError(VaultError):
     """
 
     code = "vault.integrity"
+
+
+class DetailedError(PrivacyError):
+    """An error with a ``details`` dict the API can render as-is.
+
+    ``details`` holds names, indices, bounds and counts only: never a value taken from
+    private rows, because error messages end up in logs and HTTP responses.
+    """
+
+    code = "privacy.detailed"
+
+    def __init__(self, message: str, *, details: dict | None = None) -> None:
+        super().__init__(message)
+        self.details: dict = dict(details or {})
+
+
+class SpecError(DetailedError):
+    """A model spec is invalid; ``details`` names ``layer`` (index) and ``field``."""
+
+    code = "privacy.invalid_model_spec"
+
+
+class SchemaError(DetailedError):
+    """The dataset's public metadata cannot be turned into a preprocessing."""
+
+    code = "privacy.invalid_schema"
+
+
+class SchemaViolation(DetailedError):
+    """Rows do not match the declared schema.
+
+    ``details["columns"]`` maps a column to counts of offending values by kind
+    (``missing``, ``out_of_range``, ``unknown_category``, ``not_numeric``), so an owner
+    can fix the file without the message ever quoting a private value.
+    """
+
+    code = "privacy.schema_violation"
+
+
+class PlanError(DetailedError):
+    """A training run cannot be planned as asked; the message says which rule failed."""
+
+    code = "privacy.invalid_plan"
+
+
+class AccountingError(DetailedError):
+    """A mechanism record is malformed or the accountant cannot compose it."""
+
+    code = "privacy.accounting"
+
+
+class BudgetExceeded(AccountingError):
+    """Composing the planned releases with the ledger would pass the epsilon cap."""
+
+    code = "privacy.budget_exceeded"
+
+
+class TrainingError(DetailedError):
+    """Private training stopped early.
+
+    ``records_spent`` lists the mechanism records of the steps that did run: their noise
+    was released into the weights' history, so the ledger must still charge them.
+    """
+
+    code = "privacy.training_failed"
+
+    def __init__(
+        self, message: str, *, details: dict | None = None, records_spent: list | None = None
+    ) -> None:
+        super().__init__(message, details=details)
+        self.records_spent: list = list(records_spent or [])
+
+
+class ModelFileError(DetailedError):
+    """A saved model cannot be read back: bad safetensors, metadata, or shapes."""
+
+    code = "privacy.model_file"
