@@ -1,0 +1,198 @@
+"""The ``market`` command.
+
+Exit codes (../shared/API.md): 0 success, 1 the operation failed, 2 bad usage. Errors go to
+stderr as one readable sentence, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+
+from market.accounts.models import Role
+from market.config import Settings, load_settings, new_secret_key
+from market.errors import MarketError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEMO_ACCOUNTS = (
+    ("owner@demo.example", Role.OWNER),
+    ("researcher@demo.example", Role.RESEARCHER),
+    ("auditor@demo.example", Role.AUDITOR),
+    ("admin@demo.example", Role.ADMIN),
+)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def reports_errors(command: F) -> F:
+    """Turn a MarketError into one line on stderr and exit status 1."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except MarketError as exc:
+            _fail(exc.message)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _services(settings: Settings) -> Any:
+    from market.services import Services
+
+    return Services.from_settings(settings)
+
+
+def _require_migrated(settings: Settings) -> None:
+    from alembic.script import ScriptDirectory
+
+    from market.migrations import alembic_config, current_revision
+
+    head = ScriptDirectory.from_config(alembic_config(settings.database_url)).get_current_head()
+    try:
+        current = current_revision(settings.database_url)
+    except Exception as exc:  # an unreachable server, a missing folder
+        raise MarketError(f"cannot open the database ({exc.__class__.__name__}): {exc}") from exc
+    if current != head:
+        raise MarketError(
+            f"the database at {settings.database_url} is not at the current schema: "
+            "run `market init` first"
+        )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="market")
+def main() -> None:
+    """A data marketplace that sells differentially private training runs, never rows.
+
+    Settings come from config/default.toml, config/local.toml and MARKET_* variables
+    (MARKET_HOME sets the instance folder). Start with `market init`, then `market serve`.
+    """
+
+
+@main.command()
+@reports_errors
+def init() -> None:
+    """Create the instance folder, migrate the database to the current schema, create keys.
+
+    Safe to run again: what exists is kept, missing pieces are added.
+    """
+    from market.migrations import upgrade_to_head
+
+    settings = _settings()
+    home = settings.home
+    home.mkdir(parents=True, exist_ok=True)
+    os.chmod(home, 0o700)
+    key_file = settings.secret_key_file
+    if not settings.app.secret_key and not key_file.exists():
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(new_secret_key() + "\n")
+        click.echo(f"created the session signing key {key_file}")
+    upgrade_to_head(settings.database_url)
+    click.echo(f"database ready: {settings.database_url}")
+    click.echo(f"instance folder ready: {home}")
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to listen on (default: server.host).")
+@click.option("--port", type=int, default=None, help="Port to listen on (default: server.port).")
+@reports_errors
+def serve(host: str | None, port: int | None) -> None:
+    """Serve the web interface and the API (gunicorn; Ctrl-C stops)."""
+    from market.server import run_server
+
+    settings = _settings()
+    _require_migrated(settings)
+    run_server(
+        settings,
+        host=host or settings.server.host,
+        port=port or settings.server.port,
+    )
+
+
+@main.group()
+def users() -> None:
+    """Manage accounts."""
+
+
+@users.command("create")
+@click.option("--email", required=True, help="The person's e-mail; it is their login.")
+@click.option(
+    "--role",
+    required=True,
+    type=click.Choice([r.value for r in Role]),
+    help="owner lists data, researcher buys runs, auditor reviews ledgers, admin does all.",
+)
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from standard input instead of prompting (for scripts).",
+)
+@reports_errors
+def users_create(email: str, role: str, password_stdin: bool) -> None:
+    """Create an account (passwords need 12+ characters)."""
+    from market.accounts import services as accounts
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        raise click.UsageError("no terminal to prompt on: pass --password-stdin")
+    settings = _settings()
+    _require_migrated(settings)
+    market = _services(settings)
+    with market.database.write() as session:
+        user = accounts.create_user(
+            session, email=email, role=role, password=password, passwords=market.passwords
+        )
+        click.echo(f"created {user.role.value} {user.email} (id {user.id})")
+
+
+@users.command("demo")
+@reports_errors
+def users_demo() -> None:
+    """Create the demo accounts, or give them fresh passwords, and print the credentials.
+
+    For trying the product locally; never run it on a shared instance.
+    """
+    from sqlmodel import select
+
+    from market.accounts import services as accounts
+    from market.accounts.models import User
+
+    settings = _settings()
+    _require_migrated(settings)
+    market = _services(settings)
+    credentials = []
+    with market.database.write() as session:
+        for email, role in DEMO_ACCOUNTS:
+            password = secrets.token_urlsafe(12)
+            user = session.exec(select(User).where(User.email == email)).first()
+            if user is None:
+                accounts.create_user(
+                    session, email=email, role=role, password=password, passwords=market.passwords
+                )
+            else:
+                accounts.set_password(
+                    session, user=user, password=password, passwords=market.passwords
+                )
+            credentials.append((email, role.value, password))
+    click.echo("Demo accounts (passwords are new each time this runs):")
+    for email, role_name, password in credentials:
+        click.echo(f"  {role_name:<11} {email:<26} {password}")

@@ -1,0 +1,207 @@
+"""Typed settings, read once from config/default.toml, config/local.toml and MARKET_* variables.
+
+Why a typed object rather than ``app.config`` lookups: every setting is declared once (in
+``config/default.toml``, with its comment), validated once at start-up, and handed to the code
+that needs it. A typo in a file is refused; a wrong type is refused with the key's name.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from market.errors import ConfigurationError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "config" / "default.toml"
+LOCAL_CONFIG = PROJECT_ROOT / "config" / "local.toml"
+ENV_PREFIX = "MARKET_"
+
+# Values that must never be used as a secret outside development.
+PLACEHOLDER_SECRETS = frozenset({"change-me", "changeme", "secret", "dev", "development", "test"})
+
+# OWASP Password Storage Cheat Sheet minimum for argon2id (m=19 MiB, t=2, p=1).
+ARGON2_FLOOR_MEMORY_KIB = 19 * 1024
+ARGON2_FLOOR_TIME_COST = 2
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AppSettings(_Section):
+    secret_key: str = ""
+    max_content_length: int = Field(default=1 << 30, gt=0)
+
+
+class DatabaseSettings(_Section):
+    url: str = ""
+    sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=5000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1)
+    threads: int = Field(default=8, ge=1)
+
+
+class SecuritySettings(_Section):
+    secure_cookies: bool = False
+    token_ttl_hours: int = Field(default=24, gt=0)
+    session_ttl_hours: int = Field(default=12, gt=0)
+    argon2_memory_kib: int = Field(default=65536, ge=ARGON2_FLOOR_MEMORY_KIB)
+    argon2_time_cost: int = Field(default=3, ge=ARGON2_FLOOR_TIME_COST)
+    argon2_parallelism: int = Field(default=4, ge=1)
+
+
+class RateLimitSettings(_Section):
+    storage_uri: str = "memory://"
+    login: str = "5 per minute"
+
+
+class Settings(_Section):
+    """Every setting of the marketplace; see config/default.toml for what each one means."""
+
+    home: Path = Path("instance")
+    env: Literal["development", "production"] = "development"
+    app: AppSettings = AppSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    server: ServerSettings = ServerSettings()
+    security: SecuritySettings = SecuritySettings()
+    ratelimit: RateLimitSettings = RateLimitSettings()
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def database_url(self) -> str:
+        """The configured URL, or SQLite inside the instance folder."""
+        return self.database.url or f"sqlite:///{self.home / 'market.db'}"
+
+    @property
+    def secret_key_file(self) -> Path:
+        return self.home / "secret_key"
+
+    def secret_key(self) -> str:
+        """The signing key: explicit in production, else the instance's random key."""
+        if self.app.secret_key:
+            return self.app.secret_key
+        try:
+            return self.secret_key_file.read_text().strip()
+        except FileNotFoundError as exc:
+            raise ConfigurationError(
+                f"no secret key: run `market init` to create {self.secret_key_file}, "
+                "or set MARKET_APP_SECRET_KEY"
+            ) from exc
+
+
+def _section_names() -> list[str]:
+    return [
+        name
+        for name, field in Settings.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, _Section)
+    ]
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{path} is not valid TOML: {exc}") from exc
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """MARKET_DATABASE_URL -> {"database": {"url": ...}}; MARKET_HOME -> {"home": ...}.
+
+    Variables that name no setting are ignored: other tools (tests, CI) use the prefix too.
+    """
+    sections = _section_names()
+    top_level = set(Settings.model_fields) - set(sections)
+    values: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key in top_level:
+            values[key] = raw
+            continue
+        for section in sections:
+            if key.startswith(section + "_"):
+                field = key[len(section) + 1 :]
+                section_model = Settings.model_fields[section].annotation
+                if field in section_model.model_fields:  # type: ignore[union-attr]
+                    values.setdefault(section, {})[field] = raw
+                break
+    return values
+
+
+def load_settings(
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    default_file: Path = DEFAULT_CONFIG,
+    local_file: Path = LOCAL_CONFIG,
+) -> Settings:
+    """Read the layered configuration once and validate it.
+
+    ``overrides`` (a nested dict, used by tests and ``create_app(config=...)``) wins over all.
+    """
+    data = _read_toml(default_file)
+    data = _merge(data, _read_toml(local_file))
+    data = _merge(data, _from_environment(os.environ if environ is None else environ))
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigurationError(f"invalid configuration: {problems}") from exc
+    _refuse_unsafe_production(settings)
+    return settings
+
+
+def _refuse_unsafe_production(settings: Settings) -> None:
+    if not settings.is_production:
+        return
+    key = settings.app.secret_key
+    if not key:
+        raise ConfigurationError("production needs MARKET_APP_SECRET_KEY to be set")
+    if key.lower() in PLACEHOLDER_SECRETS or len(key) < 32:
+        raise ConfigurationError(
+            "production refuses a placeholder or short secret key (need 32+ random characters)"
+        )
+    if not settings.security.secure_cookies:
+        raise ConfigurationError("production needs security.secure_cookies = true (HTTPS)")
+
+
+def new_secret_key() -> str:
+    """A random signing key for a new instance."""
+    return secrets.token_urlsafe(48)

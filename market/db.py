@@ -1,0 +1,123 @@
+"""Database engine, transactions and the column types every table shares.
+
+Why this module exists: SQLite needs care to be a correct embedded default. Each connection
+turns on WAL, foreign keys, a busy timeout and ``synchronous=FULL`` (ledgers must survive a
+power cut), and write transactions start with ``BEGIN IMMEDIATE``: a plain ``BEGIN`` that later
+writes gets SQLITE_BUSY regardless of the busy timeout. PostgreSQL needs none of this and is
+chosen by the URL alone.
+
+Use cases open exactly one transaction and commit once::
+
+    with database.write() as session:   # BEGIN IMMEDIATE on SQLite
+        accounts.create_user(session, ...)
+    with database.read() as session:    # deferred BEGIN, never writes
+        ...
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import NullPool
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Session, create_engine
+
+_BEGIN_OPTION = "market_sqlite_begin"
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC (the only kind of time this codebase stores)."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware.
+
+    SQLite keeps no zone; PostgreSQL's ``timestamptz`` does. Either way Python sees UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime refused: store timezone-aware UTC")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _configure_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite would defer it).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        mode = connection.get_execution_options().get(_BEGIN_OPTION, "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def make_engine(url: str, *, sqlite_busy_timeout_ms: int = 5000) -> Engine:
+    """An engine for ``url``; SQLite gets the pragmas and explicit BEGIN of this module."""
+    if url.startswith("sqlite"):
+        # NullPool: a connection per transaction, so no connection (and its WAL read
+        # snapshot) outlives a request; opening a SQLite file costs microseconds.
+        engine = create_engine(url, poolclass=NullPool, connect_args={"check_same_thread": False})
+        _configure_sqlite(engine, busy_timeout_ms=sqlite_busy_timeout_ms)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class Database:
+    """The engine plus the two kinds of transaction a use case may open."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        self._write_engine = (
+            engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"}) if self.is_sqlite else engine
+        )
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for queries only; rolled back at the end."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            try:
+                yield session
+            finally:
+                session.rollback()
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One write transaction: commits when the block ends, rolls back if it raises."""
+        with Session(self._write_engine, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def dispose(self) -> None:
+        self.engine.dispose()

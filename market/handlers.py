@@ -1,0 +1,101 @@
+"""The one error handler: every failure becomes the JSON shape of API.md or an HTML page.
+
+JSON goes to API paths and to clients that prefer it; people get a page. Tracebacks are
+logged, never shown.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from market.errors import MarketError, PayloadTooLarge, RateLimited
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/"
+
+
+def wants_json() -> bool:
+    if request.path.startswith(API_PREFIX) or request.path == API_PREFIX.rstrip("/"):
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return (
+        best == "application/json"
+        and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
+    )
+
+
+def _http_code(exc: HTTPException) -> str:
+    """A stable snake_case code from Werkzeug's exception name (NotFound -> not_found)."""
+    name = (exc.name or "error").lower()
+    return "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
+
+
+def render_error(*, status: int, code: str, message: str, details: dict | None = None) -> Response:
+    if wants_json():
+        body = {"error": {"code": code, "message": message, "details": details or {}}}
+        response = jsonify(body)
+    else:
+        response = Response(
+            render_template("error.html", status=status, code=code, message=message),
+            mimetype="text/html",
+        )
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="market"'
+    return response
+
+
+def _handle_market_error(exc: MarketError) -> Response:
+    return render_error(status=exc.status, code=exc.code, message=exc.message, details=exc.details)
+
+
+def _handle_http_exception(exc: HTTPException) -> Response:
+    if exc.code == 429:
+        return render_error(
+            status=429,
+            code=RateLimited.code,
+            message="too many attempts; wait a minute and try again",
+            details={"limit": str(exc.description)},
+        )
+    if isinstance(exc, CSRFError):
+        return render_error(
+            status=400,
+            code="csrf_failed",
+            message=f"the form could not be accepted: {exc.description} Reload the page and retry.",
+        )
+    if exc.code == 413:
+        return render_error(
+            status=413, code=PayloadTooLarge.code, message="the request body is too large"
+        )
+    if exc.response is not None and exc.code is None:
+        return exc.response  # type: ignore[return-value]
+    status = exc.code or 500
+    message = exc.description or exc.name
+    if status == 404:
+        message = f"nothing at {request.path}"
+    elif status == 405:
+        message = f"{request.method} is not allowed on {request.path}"
+    response = render_error(status=status, code=_http_code(exc), message=message)
+    if status == 405 and exc.response is None:
+        allowed = getattr(exc, "valid_methods", None)
+        if allowed:
+            response.headers["Allow"] = ", ".join(allowed)
+    return response
+
+
+def _handle_unexpected(exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return render_error(
+        status=500, code="internal_error", message="something went wrong on our side"
+    )
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(MarketError, _handle_market_error)
+    app.register_error_handler(HTTPException, _handle_http_exception)
+    app.register_error_handler(Exception, _handle_unexpected)

@@ -1,0 +1,11 @@
+"""Every table, imported in one place so Alembic's autogenerate sees the whole schema."""
+
+from __future__ import annotations
+
+from sqlmodel import SQLModel
+
+from market.accounts.models import ApiToken, User
+
+metadata = SQLModel.metadata
+
+__all__ = ["ApiToken", "User", "metadata"]
