@@ -1,0 +1,488 @@
+"""Declarative model specs, validated against an allow-list, built into ``torch.nn`` modules.
+
+A researcher describes a model as data (``{"layers": [...]}`` or ``{"template": ...}``);
+nothing in a spec is ever evaluated, imported or unpickled. Every layer type maps to one
+``torch.nn`` class that Opacus can clip per sample, and every size field is bounded, so a
+spec can neither run code nor ask the worker for unbounded memory. Shapes are inferred
+layer by layer from the dataset's public input shape, which lets an error name the exact
+layer index and field that is wrong (``SpecError.details = {"layer": 3, "field": ...}``).
+
+The pydantic models here are also the request schema of the HTTP API, so the OpenAPI
+document and the validation cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
+from torch import nn
+
+from privacy.errors import SpecError
+
+#: Default cap on trainable parameters; the app passes its own from settings.
+DEFAULT_MAX_PARAMETERS = 5_000_000
+MAX_LAYERS = 32
+MAX_WIDTH = 4096
+MAX_CHANNELS = 512
+MAX_KERNEL = 11
+MAX_EMBEDDINGS = 100_000
+MAX_EMBEDDING_DIM = 1024
+
+
+class _Layer(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FlattenLayer(_Layer):
+    type: Literal["flatten"]
+
+
+class LinearLayer(_Layer):
+    type: Literal["linear"]
+    out_features: int = Field(ge=1, le=MAX_WIDTH)
+    bias: bool = True
+
+
+class Conv2dLayer(_Layer):
+    type: Literal["conv2d"]
+    out_channels: int = Field(ge=1, le=MAX_CHANNELS)
+    kernel_size: int = Field(ge=1, le=MAX_KERNEL)
+    stride: int = Field(default=1, ge=1, le=4)
+    padding: int = Field(default=0, ge=0, le=5)
+
+
+class Pool2dLayer(_Layer):
+    type: Literal["maxpool2d", "avgpool2d"]
+    kernel_size: int = Field(ge=1, le=8)
+    stride: int | None = Field(default=None, ge=1, le=8)
+
+
+class DropoutLayer(_Layer):
+    type: Literal["dropout"]
+    p: float = Field(ge=0.0, le=0.9)
+
+
+class ActivationLayer(_Layer):
+    type: Literal["relu", "tanh", "gelu"]
+
+
+class GroupNormLayer(_Layer):
+    type: Literal["groupnorm"]
+    num_groups: int = Field(ge=1, le=MAX_CHANNELS)
+
+
+class LayerNormLayer(_Layer):
+    type: Literal["layernorm"]
+
+
+class EmbeddingLayer(_Layer):
+    """Token ids in, vectors out; only valid as the first layer of integer-coded input."""
+
+    type: Literal["embedding"]
+    num_embeddings: int = Field(ge=1, le=MAX_EMBEDDINGS)
+    embedding_dim: int = Field(ge=1, le=MAX_EMBEDDING_DIM)
+
+
+Layer = Annotated[
+    FlattenLayer
+    | LinearLayer
+    | Conv2dLayer
+    | Pool2dLayer
+    | DropoutLayer
+    | ActivationLayer
+    | GroupNormLayer
+    | LayerNormLayer
+    | EmbeddingLayer,
+    Field(discriminator="type"),
+]
+
+
+class LayersSpec(BaseModel):
+    """An explicit stack of allow-listed layers; the last one must output the class count."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    layers: list[Layer] = Field(min_length=1, max_length=MAX_LAYERS)
+
+
+class LogisticRegressionTemplate(BaseModel):
+    """Multinomial logistic regression: flatten, one linear layer."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    template: Literal["logistic_regression"]
+
+
+class MlpTemplate(BaseModel):
+    """Fully connected network. ``tanh`` by default: bounded activations keep clipped
+    gradients informative under DP (Papernot et al. 2021, tempered sigmoids)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    template: Literal["mlp"]
+    hidden: list[Annotated[int, Field(ge=1, le=MAX_WIDTH)]] = Field(
+        default_factory=lambda: [128], min_length=1, max_length=8
+    )
+    dropout: float = Field(default=0.0, ge=0.0, le=0.9)
+    activation: Literal["relu", "tanh", "gelu"] = "tanh"
+
+
+class CnnTemplate(BaseModel):
+    """The tanh CNN of Tramer & Boneh (2021), table 9 (after Papernot et al. 2021).
+
+    For images at least 16 pixels on a side it is their exact MNIST architecture
+    (conv 16@8x8 s2 p3, tanh, maxpool 2 s1, conv 32@4x4 s2, tanh, maxpool 2 s1, dense 32,
+    tanh, dense classes); smaller images get 3x3 kernels with the same widths.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    template: Literal["cnn"]
+    channels: list[Annotated[int, Field(ge=1, le=MAX_CHANNELS)]] = Field(
+        default_factory=lambda: [16, 32], min_length=1, max_length=4
+    )
+    dense: int = Field(default=32, ge=1, le=MAX_WIDTH)
+
+
+def _spec_tag(value: Any) -> str | None:
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
+    if not isinstance(value, Mapping):
+        return None
+    if "template" in value:
+        template = value["template"]
+        return template if isinstance(template, str) else None
+    return "layers" if "layers" in value else None
+
+
+ModelSpec = Annotated[
+    Annotated[LayersSpec, Tag("layers")]
+    | Annotated[LogisticRegressionTemplate, Tag("logistic_regression")]
+    | Annotated[MlpTemplate, Tag("mlp")]
+    | Annotated[CnnTemplate, Tag("cnn")],
+    Discriminator(
+        _spec_tag,
+        custom_error_type="invalid_model_spec",
+        custom_error_message=(
+            "a model is {'layers': [...]} or {'template': 'logistic_regression'|'mlp'|'cnn'}"
+        ),
+    ),
+]
+"""The request type of ``model`` in a quote: explicit layers or a named template."""
+
+AnyModelSpec = LayersSpec | LogisticRegressionTemplate | MlpTemplate | CnnTemplate
+
+_SPEC_ADAPTER: TypeAdapter[AnyModelSpec] = TypeAdapter(ModelSpec)
+
+#: Hyper-parameters that published DP recipes use for each template. A flat learning
+#: rate of 1e-3 stalls DP models on tabular data (DESIGN.md section 7: Adult stuck at
+#: 0.79 with 1e-3, 0.85 with 1e-2), so the defaults are deliberately larger.
+TEMPLATE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "logistic_regression": {
+        "learning_rate": 0.05,
+        "optimizer": "adam",
+        "max_grad_norm": 1.0,
+        "batch_size": 256,
+        "epochs": 10,
+    },
+    "mlp": {
+        "learning_rate": 0.01,
+        "optimizer": "adam",
+        "max_grad_norm": 1.0,
+        "batch_size": 256,
+        "epochs": 10,
+    },
+    # Tramer & Boneh train this CNN with DP-SGD momentum 0.9; with Opacus's mean
+    # reduction Adam at 2e-3 reaches the same region without a per-dataset search.
+    "cnn": {
+        "learning_rate": 0.002,
+        "optimizer": "adam",
+        "max_grad_norm": 0.1,
+        "batch_size": 512,
+        "epochs": 20,
+    },
+    "layers": {
+        "learning_rate": 0.01,
+        "optimizer": "adam",
+        "max_grad_norm": 1.0,
+        "batch_size": 256,
+        "epochs": 10,
+    },
+}
+
+
+def _locate(loc: Sequence[int | str]) -> tuple[int | None, str]:
+    """Turn a pydantic error location into (layer index, dotted field name).
+
+    Locations look like ``("layers", "layers", 2, "linear", "out_features")``: the
+    first item is the spec's tag, the fourth the layer's tag; both are noise to a user.
+    """
+    parts = list(loc[1:]) if loc else []
+    if len(parts) >= 2 and parts[0] == "layers" and isinstance(parts[1], int):
+        rest = parts[2:]
+        if rest and rest[0] in _LAYER_TAGS:
+            rest = rest[1:]
+        return parts[1], ".".join(str(p) for p in rest) or "type"
+    return None, ".".join(str(p) for p in parts) or "model"
+
+
+_LAYER_TAGS = {
+    "flatten",
+    "linear",
+    "conv2d",
+    "maxpool2d",
+    "avgpool2d",
+    "dropout",
+    "relu",
+    "tanh",
+    "gelu",
+    "groupnorm",
+    "layernorm",
+    "embedding",
+}
+
+
+def parse_model_spec(data: Any) -> AnyModelSpec:
+    """Validate raw JSON-like input into a spec, or raise ``SpecError`` naming the field.
+
+    ``details`` carries ``layer`` (index, when the problem is inside ``layers``),
+    ``field`` and the full pydantic ``errors`` list (locations and messages only).
+    """
+    if isinstance(data, LayersSpec | LogisticRegressionTemplate | MlpTemplate | CnnTemplate):
+        return data
+    try:
+        return _SPEC_ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        first = errors[0]
+        layer, field = _locate(tuple(first["loc"]))
+        where = f"layer {layer}, field '{field}'" if layer is not None else f"field '{field}'"
+        raise SpecError(
+            f"invalid model spec at {where}: {first['msg']}",
+            details={
+                "layer": layer,
+                "field": field,
+                "errors": [{"loc": list(e["loc"]), "msg": e["msg"]} for e in errors],
+            },
+        ) from None
+
+
+def spec_to_dict(spec: AnyModelSpec) -> dict[str, Any]:
+    """JSON-ready form of a validated spec (what travels in the model file)."""
+    return spec.model_dump(mode="json", exclude_none=True)
+
+
+def template_defaults(spec: AnyModelSpec) -> dict[str, Any]:
+    """Suggested learning rate, optimizer, clipping norm, batch size and epochs."""
+    key = spec.template if not isinstance(spec, LayersSpec) else "layers"
+    return dict(TEMPLATE_DEFAULTS[key])
+
+
+def expand_template(
+    spec: AnyModelSpec, *, input_shape: Sequence[int], num_classes: int
+) -> LayersSpec:
+    """Rewrite a template as explicit layers for this input shape and class count."""
+    if isinstance(spec, LayersSpec):
+        return spec
+    layers: list[dict[str, Any]]
+    if isinstance(spec, LogisticRegressionTemplate):
+        layers = [{"type": "flatten"}, {"type": "linear", "out_features": num_classes}]
+    elif isinstance(spec, MlpTemplate):
+        layers = [{"type": "flatten"}]
+        for width in spec.hidden:
+            layers += [{"type": "linear", "out_features": width}, {"type": spec.activation}]
+            if spec.dropout > 0:
+                layers.append({"type": "dropout", "p": spec.dropout})
+        layers.append({"type": "linear", "out_features": num_classes})
+    else:
+        layers = _cnn_layers(spec, input_shape=input_shape, num_classes=num_classes)
+    return LayersSpec.model_validate({"layers": layers})
+
+
+def _cnn_layers(
+    spec: CnnTemplate, *, input_shape: Sequence[int], num_classes: int
+) -> list[dict[str, Any]]:
+    if len(input_shape) != 3:
+        raise SpecError(
+            "the cnn template needs image input (channels, height, width)",
+            details={"layer": None, "field": "template", "input_shape": list(input_shape)},
+        )
+    small = min(input_shape[1], input_shape[2]) < 16
+    layers: list[dict[str, Any]] = []
+    for i, channels in enumerate(spec.channels):
+        if small:
+            conv = {"type": "conv2d", "out_channels": channels, "kernel_size": 3, "padding": 1}
+        elif i == 0:
+            conv = {
+                "type": "conv2d",
+                "out_channels": channels,
+                "kernel_size": 8,
+                "stride": 2,
+                "padding": 3,
+            }
+        else:
+            conv = {"type": "conv2d", "out_channels": channels, "kernel_size": 4, "stride": 2}
+        layers += [conv, {"type": "tanh"}, {"type": "maxpool2d", "kernel_size": 2, "stride": 1}]
+    layers += [
+        {"type": "flatten"},
+        {"type": "linear", "out_features": spec.dense},
+        {"type": "tanh"},
+        {"type": "linear", "out_features": num_classes},
+    ]
+    return layers
+
+
+class _AsIndices(nn.Module):
+    """Casts float-coded token ids to ``long`` for an embedding; has no parameters."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.long()
+
+
+def _fail(index: int, field: str, message: str, **extra: Any) -> SpecError:
+    return SpecError(
+        f"layer {index} ({field}): {message}", details={"layer": index, "field": field, **extra}
+    )
+
+
+def _build_layer(
+    index: int, layer: Any, shape: tuple[int, ...]
+) -> tuple[nn.Module, tuple[int, ...], int]:
+    """One layer: its module, its output shape (no batch dim) and its parameter count."""
+    if isinstance(layer, FlattenLayer):
+        return nn.Flatten(), (math.prod(shape),), 0
+    if isinstance(layer, LinearLayer):
+        if len(shape) != 1:
+            raise _fail(
+                index, "type", f"linear needs flat input, got shape {list(shape)}; add a flatten"
+            )
+        n = shape[0] * layer.out_features + (layer.out_features if layer.bias else 0)
+        return nn.Linear(shape[0], layer.out_features, bias=layer.bias), (layer.out_features,), n
+    if isinstance(layer, Conv2dLayer):
+        if len(shape) != 3:
+            raise _fail(index, "type", f"conv2d needs (channels, height, width), got {list(shape)}")
+        c, h, w = shape
+        oh = (h + 2 * layer.padding - layer.kernel_size) // layer.stride + 1
+        ow = (w + 2 * layer.padding - layer.kernel_size) // layer.stride + 1
+        if oh < 1 or ow < 1:
+            raise _fail(
+                index,
+                "kernel_size",
+                f"kernel larger than the padded {h}x{w} input",
+                shape=[c, h, w],
+            )
+        k = layer.kernel_size
+        n = c * layer.out_channels * k * k + layer.out_channels
+        module = nn.Conv2d(c, layer.out_channels, k, stride=layer.stride, padding=layer.padding)
+        return module, (layer.out_channels, oh, ow), n
+    if isinstance(layer, Pool2dLayer):
+        if len(shape) != 3:
+            raise _fail(index, "type", f"{layer.type} needs (channels, height, width)")
+        c, h, w = shape
+        stride = layer.stride or layer.kernel_size
+        oh = (h - layer.kernel_size) // stride + 1
+        ow = (w - layer.kernel_size) // stride + 1
+        if oh < 1 or ow < 1:
+            raise _fail(index, "kernel_size", f"pool window larger than the {h}x{w} input")
+        cls = nn.MaxPool2d if layer.type == "maxpool2d" else nn.AvgPool2d
+        return cls(layer.kernel_size, stride=stride), (c, oh, ow), 0
+    if isinstance(layer, DropoutLayer):
+        return nn.Dropout(layer.p), shape, 0
+    if isinstance(layer, ActivationLayer):
+        act = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}[layer.type]
+        return act(), shape, 0
+    if isinstance(layer, GroupNormLayer):
+        if len(shape) < 2:
+            raise _fail(index, "type", "groupnorm needs a channel axis (use layernorm on vectors)")
+        if shape[0] % layer.num_groups:
+            raise _fail(index, "num_groups", f"{shape[0]} channels are not divisible by num_groups")
+        return nn.GroupNorm(layer.num_groups, shape[0]), shape, 2 * shape[0]
+    if isinstance(layer, LayerNormLayer):
+        return nn.LayerNorm(list(shape)), shape, 2 * math.prod(shape)
+    if isinstance(layer, EmbeddingLayer):
+        if index != 0 or len(shape) != 1:
+            raise _fail(index, "type", "embedding must be the first layer, on a vector of ids")
+        module = nn.Sequential(
+            _AsIndices(), nn.Embedding(layer.num_embeddings, layer.embedding_dim)
+        )
+        return module, (shape[0], layer.embedding_dim), layer.num_embeddings * layer.embedding_dim
+    raise _fail(index, "type", "layer type not in the allow-list")  # pragma: no cover
+
+
+def count_parameters(spec: Any, *, input_shape: Sequence[int], num_classes: int) -> int:
+    """Trainable parameters the spec would have, computed without allocating them."""
+    layers = expand_template(
+        parse_model_spec(spec), input_shape=input_shape, num_classes=num_classes
+    )
+    shape = tuple(int(s) for s in input_shape)
+    total = 0
+    with torch.device("meta"):
+        for index, layer in enumerate(layers.layers):
+            _, shape, n = _build_layer(index, layer, shape)
+            total += n
+    return total
+
+
+def build_model(
+    spec: Any,
+    *,
+    input_shape: Sequence[int],
+    num_classes: int,
+    max_parameters: int = DEFAULT_MAX_PARAMETERS,
+) -> nn.Module:
+    """Build an ``nn.Sequential`` from a spec (raw dict or parsed model).
+
+    Args:
+        spec: ``{"layers": [...]}`` or ``{"template": ...}`` (see ``ModelSpec``).
+        input_shape: one example's shape from the public schema, e.g. ``(64,)`` for
+            tabular features or ``(1, 28, 28)`` for images.
+        num_classes: label categories declared by the dataset; the model's last
+            layer must output exactly this many logits.
+        max_parameters: cap from settings; checked before any memory is allocated.
+
+    Raises:
+        SpecError: with ``details["layer"]`` and ``details["field"]`` naming the problem.
+    """
+    if not input_shape or any(int(s) < 1 for s in input_shape):
+        raise SpecError("input shape must be non-empty and positive", details={"field": "input"})
+    if num_classes < 2:
+        raise SpecError("a classifier needs at least two classes", details={"field": "classes"})
+    parsed = parse_model_spec(spec)
+    layers = expand_template(parsed, input_shape=input_shape, num_classes=num_classes)
+    shape = tuple(int(s) for s in input_shape)
+    total = 0
+    # Shapes and parameter counts first, on the meta device: a spec over the cap is
+    # refused before a single real tensor is allocated.
+    with torch.device("meta"):
+        for index, layer in enumerate(layers.layers):
+            _, shape, n = _build_layer(index, layer, shape)
+            total += n
+    last = len(layers.layers) - 1
+    if shape != (num_classes,):
+        raise _fail(
+            last,
+            "out_features",
+            f"the model must end with {num_classes} outputs (the dataset's classes), "
+            f"it ends with shape {list(shape)}",
+            expected=num_classes,
+        )
+    if total == 0:
+        raise SpecError(
+            "the model has no trainable layer", details={"layer": None, "field": "layers"}
+        )
+    if total > max_parameters:
+        raise SpecError(
+            f"the model has {total} parameters, over the cap of {max_parameters}",
+            details={
+                "layer": None,
+                "field": "layers",
+                "parameters": total,
+                "max_parameters": max_parameters,
+            },
+        )
+    modules: list[nn.Module] = []
+    shape = tuple(int(s) for s in input_shape)
+    for index, layer in enumerate(layers.layers):
+        module, shape, _ = _build_layer(index, layer, shape)
+        modules.append(module)
+    return nn.Sequential(*modules)

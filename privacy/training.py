@@ -1,0 +1,638 @@
+"""Planning and running DP-SGD training (the only module that touches Opacus's engine).
+
+``plan_run`` turns a quote (rows, epsilon, delta, epochs, batch size, clipping norm) into
+a frozen ``RunPlan``: the noise multiplier, sampling rate and steps of DP-SGD, plus the
+Gaussian releases of the held-out metrics. ``train_private`` executes exactly that plan.
+
+Budget split. A run's purchased epsilon pays for *everything* released from the run:
+the DP-SGD steps and the noisy held-out metrics (accuracy and loss). ``plan_run`` first
+gives the metrics their own Gaussian noise, calibrated so that the two metric releases
+alone would cost ``metrics_fraction`` (default 10%) of the epsilon, then searches the
+smallest training noise for which the *composition* of training and metrics is at most
+the epsilon. Composition is sub-additive, so training effectively keeps more than 90%.
+
+Neighbouring relation: add/remove one row. The held-out split is a seeded permutation
+of the row indices, a function of the public row count and the seed only; training and
+metrics are composed sequentially over the whole dataset (we do not claim parallel
+composition for the disjoint parts), so the total holds whichever part a row falls in.
+
+Randomness: ``seed`` fixes only the held-out split (so accounting and shapes are
+reproducible). Poisson sampling and gradient noise come from OS entropy: a seed a buyer
+could know would let the noise be subtracted. Opacus's ``secure_mode`` is not used
+because ``torchcsprng`` does not build for current torch (see DESIGN.md section 7).
+
+Ghost clipping. With ``grad_sample_mode="ghost"`` Opacus returns a *new* criterion and
+silently skips clipping if the original one is used. Here the original criterion is
+created inside the call to ``make_private`` and never bound to a name; the training loop
+can only reach the criterion Opacus returned (``_PrivateStep``). A test trains on an
+outlier row and checks that the update norm stays within the clipping bound.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from opacus import PrivacyEngine
+from opacus.utils.batch_memory_manager import BatchMemoryManager
+from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from privacy.accounting import ACCOUNTANTS, compose_epsilon
+from privacy.errors import PlanError, PrivacyError, TrainingError
+from privacy.release import gaussian_noise_multiplier, gaussian_release
+
+#: A plan is refused when the per-step noise standard deviation (z * C) exceeds this
+#: multiple of the largest possible clipped signal of an expected batch (B * C), i.e.
+#: when z / B > 1: every update would then be dominated by noise even if all B
+#: per-example gradients pointed the same way, and training cannot learn anything.
+MAX_NOISE_TO_SIGNAL = 1.0
+#: Per-example losses are clipped to [0, LOSS_BOUND] before the noisy loss sum is
+#: released; a power of two so that sigma / sensitivity is exact in floating point.
+LOSS_BOUND = 4.0
+METRICS = ("accuracy", "loss")
+OPTIMIZERS = ("adam", "sgd")
+
+ProgressFn = Callable[[int, int, float], None]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A planned DP-SGD run and its metric releases, as plain data.
+
+    ``records()`` is what the ledger must be able to hold before the run is sold.
+    """
+
+    rows: int
+    train_rows: int
+    holdout_rows: int
+    epsilon: float
+    delta: float
+    epochs: int
+    batch_size: int
+    max_grad_norm: float
+    noise_multiplier: float
+    sample_rate: float
+    steps_per_epoch: int
+    steps: int
+    accountant: str
+    metrics_noise_multiplier: float | None
+    metrics_fraction: float
+    epsilon_training: float
+    epsilon_metrics: float
+    loss_bound: float = LOSS_BOUND
+    metrics: tuple[str, ...] = field(default=METRICS)
+
+    def training_record(self, steps: int | None = None) -> dict[str, Any]:
+        return {
+            "mechanism": "subsampled_gaussian",
+            "noise_multiplier": self.noise_multiplier,
+            "sample_rate": self.sample_rate,
+            "steps": self.steps if steps is None else steps,
+        }
+
+    def metric_records(self) -> list[dict[str, Any]]:
+        if self.metrics_noise_multiplier is None:
+            return []
+        z = self.metrics_noise_multiplier
+        return [
+            {"mechanism": "gaussian", "sigma": z * 1.0, "sensitivity": 1.0, "count": 1},
+            {
+                "mechanism": "gaussian",
+                "sigma": z * self.loss_bound,
+                "sensitivity": self.loss_bound,
+                "count": 1,
+            },
+        ]
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every mechanism the run will release: DP-SGD steps, then the metrics."""
+        return [self.training_record(), *self.metric_records()]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["metrics"] = list(self.metrics)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunPlan:
+        data = dict(data)
+        data["metrics"] = tuple(data.get("metrics", METRICS))
+        return cls(**data)
+
+
+def _plan_error(message: str, field_name: str, **extra: Any) -> PlanError:
+    return PlanError(message, details={"field": field_name, **extra})
+
+
+def holdout_size(rows: int, fraction: float) -> int:
+    """Rows kept out of training for the metrics (a function of public values only)."""
+    return int(math.floor(rows * fraction))
+
+
+def plan_run(
+    *,
+    rows: int,
+    epsilon: float,
+    delta: float,
+    epochs: int,
+    batch_size: int,
+    max_grad_norm: float,
+    accountant: str = "rdp",
+    holdout_fraction: float = 0.2,
+    metrics_fraction: float = 0.1,
+) -> RunPlan:
+    """Plan a DP-SGD run that, with its metric releases, spends at most ``epsilon``.
+
+    Args:
+        rows: the dataset's row count (public, from the listing).
+        epsilon, delta: the purchased guarantee; ``delta`` must be below ``1 / rows``.
+        epochs, batch_size: expected passes and expected (Poisson) batch size.
+        max_grad_norm: per-example clipping norm C.
+        accountant: ``rdp`` (default), ``prv`` or ``pld`` (see ``privacy.accounting``).
+        holdout_fraction: share of rows held out for the noisy metrics (0 disables them).
+        metrics_fraction: share of epsilon the metrics would cost on their own.
+
+    Raises:
+        PlanError: with the rule that failed in the message and ``details["field"]``.
+    """
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 2:
+        raise _plan_error("the dataset needs at least 2 rows", "rows")
+    if not (isinstance(epsilon, int | float) and math.isfinite(epsilon) and epsilon > 0):
+        raise _plan_error("epsilon must be a positive number", "epsilon")
+    if not (isinstance(delta, int | float) and 0 < delta < 1.0 / rows):
+        raise _plan_error(
+            f"delta must be positive and below 1/rows = {1.0 / rows:.3g}: a larger delta "
+            "allows mechanisms that publish a whole row",
+            "delta",
+        )
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise _plan_error("epochs must be a positive integer", "epochs")
+    if not (isinstance(max_grad_norm, int | float) and 0 < max_grad_norm < math.inf):
+        raise _plan_error("max_grad_norm must be positive", "max_grad_norm")
+    if accountant not in ACCOUNTANTS:
+        raise _plan_error(f"accountant must be one of {list(ACCOUNTANTS)}", "accountant")
+    if not 0 <= holdout_fraction <= 0.5:
+        raise _plan_error("holdout_fraction must be in [0, 0.5]", "holdout_fraction")
+    if not 0 <= metrics_fraction < 1:
+        raise _plan_error("metrics_fraction must be in [0, 1)", "metrics_fraction")
+
+    holdout = holdout_size(rows, holdout_fraction)
+    with_metrics = holdout > 0 and metrics_fraction > 0
+    if holdout_fraction > 0 and holdout == 0:
+        raise _plan_error("too few rows to hold any out for metrics", "holdout_fraction")
+    train_rows = rows - holdout
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise _plan_error("batch_size must be a positive integer", "batch_size")
+    if batch_size > train_rows:
+        raise _plan_error(
+            f"batch_size {batch_size} is larger than the {train_rows} training rows",
+            "batch_size",
+        )
+    # Exactly Opacus's sampling: the DP data loader samples each row with probability
+    # 1 / len(loader) and runs len(loader) steps per epoch.
+    steps_per_epoch = math.ceil(train_rows / batch_size)
+    sample_rate = 1.0 / steps_per_epoch
+    steps = epochs * steps_per_epoch
+
+    metrics_z: float | None = None
+    metric_records: list[dict[str, Any]] = []
+    if with_metrics:
+        metrics_z = gaussian_noise_multiplier(
+            epsilon=epsilon * metrics_fraction,
+            delta=delta,
+            releases=len(METRICS),
+            accountant=accountant,
+        )
+        metric_records = [
+            {"mechanism": "gaussian", "sigma": metrics_z, "sensitivity": 1.0, "count": 2}
+        ]
+
+    def total(z: float) -> float:
+        record = {
+            "mechanism": "subsampled_gaussian",
+            "noise_multiplier": z,
+            "sample_rate": sample_rate,
+            "steps": steps,
+        }
+        return compose_epsilon([record, *metric_records], delta=delta, accountant=accountant)
+
+    z = _calibrate(total, target=epsilon)
+    expected_batch = sample_rate * train_rows
+    if z / expected_batch > MAX_NOISE_TO_SIGNAL:
+        raise _plan_error(
+            f"the noise needed for epsilon {epsilon:g} (multiplier {z:.3g}) exceeds the "
+            f"largest clipped signal of a batch of {expected_batch:.0f} rows, so training "
+            "would learn nothing: raise epsilon or batch_size, or lower epochs",
+            "epsilon",
+            noise_multiplier=z,
+            expected_batch_size=expected_batch,
+        )
+    training_only = {
+        "mechanism": "subsampled_gaussian",
+        "noise_multiplier": z,
+        "sample_rate": sample_rate,
+        "steps": steps,
+    }
+    return RunPlan(
+        rows=rows,
+        train_rows=train_rows,
+        holdout_rows=holdout,
+        epsilon=float(epsilon),
+        delta=float(delta),
+        epochs=epochs,
+        batch_size=batch_size,
+        max_grad_norm=float(max_grad_norm),
+        noise_multiplier=z,
+        sample_rate=sample_rate,
+        steps_per_epoch=steps_per_epoch,
+        steps=steps,
+        accountant=accountant,
+        metrics_noise_multiplier=metrics_z,
+        metrics_fraction=metrics_fraction if with_metrics else 0.0,
+        epsilon_training=compose_epsilon([training_only], delta=delta, accountant=accountant),
+        epsilon_metrics=(
+            compose_epsilon(metric_records, delta=delta, accountant=accountant)
+            if metric_records
+            else 0.0
+        ),
+    )
+
+
+def _calibrate(total: Callable[[float], float], *, target: float) -> float:
+    """Smallest noise multiplier (to 0.1%) whose composed epsilon is at most ``target``.
+
+    Bisection in log space, always keeping the upper end feasible, like Opacus's
+    ``get_noise_multiplier`` but over the whole run (training and metric releases).
+    """
+    lo, hi = 0.0, 1.0
+    while total(hi) > target:
+        lo, hi = hi, hi * 2
+        if hi > 1e6:
+            raise _plan_error(f"epsilon {target:g} is too small for this many steps", "epsilon")
+    lo = max(lo, hi / 2 if lo == 0 else lo)
+    while (hi - lo) / hi > 1e-3:
+        mid = math.sqrt(lo * hi)
+        if total(mid) > target:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """What a finished run hands back; nothing here is a statistic of the raw rows."""
+
+    state_dict: dict[str, torch.Tensor]
+    records: list[dict[str, Any]]
+    metrics: dict[str, float]
+    steps: int
+    epsilon: float
+    epsilon_training: float
+    grad_sample_mode: str
+    timings: dict[str, float]
+
+    def receipt(self) -> dict[str, Any]:
+        """JSON-ready summary for the privacy receipt (everything but the weights)."""
+        return {
+            "records": self.records,
+            "metrics": self.metrics,
+            "steps": self.steps,
+            "epsilon": self.epsilon,
+            "epsilon_training": self.epsilon_training,
+            "grad_sample_mode": self.grad_sample_mode,
+            "timings": self.timings,
+        }
+
+
+class _PrivateStep:
+    """The DP model, optimizer and loss, bound together so they cannot be mixed up.
+
+    In ghost mode the loss *must* be the criterion Opacus returns; the plain
+    ``CrossEntropyLoss`` is created inline in the ``make_private`` call and never kept.
+    """
+
+    def __init__(
+        self,
+        *,
+        module: nn.Module,
+        plan: RunPlan,
+        learning_rate: float,
+        optimizer: str,
+        loader: DataLoader,
+        mode: str,
+    ) -> None:
+        self.engine = PrivacyEngine(accountant="prv" if plan.accountant == "prv" else "rdp")
+        params = [p for p in module.parameters() if p.requires_grad]
+        base: torch.optim.Optimizer
+        if optimizer == "adam":
+            base = torch.optim.Adam(params, lr=learning_rate)
+        else:
+            base = torch.optim.SGD(params, lr=learning_rate, momentum=0.9)
+        noise = torch.Generator().manual_seed(secrets.randbits(63))
+        common: dict[str, Any] = {
+            "module": module,
+            "optimizer": base,
+            "data_loader": loader,
+            "noise_multiplier": plan.noise_multiplier,
+            "max_grad_norm": plan.max_grad_norm,
+            "poisson_sampling": True,
+            "noise_generator": noise,
+        }
+        if mode == "ghost":
+            model, opt, criterion, data = self.engine.make_private(
+                **common, criterion=nn.CrossEntropyLoss(), grad_sample_mode="ghost"
+            )
+            if not isinstance(criterion, DPLossFastGradientClipping):
+                raise TrainingError("ghost clipping did not return its DP loss", details={})
+            self._loss: Callable[[torch.Tensor, torch.Tensor], Any] = criterion
+        else:
+            model, opt, data = self.engine.make_private(**common, grad_sample_mode="hooks")
+            self._loss = nn.CrossEntropyLoss()
+        self.model = model
+        self.optimizer = opt
+        self.data_loader = data
+        self.mode = mode
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> bool:
+        """One physical batch; returns True when a logical (noised) step was taken."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self._loss(self.model(x), y)
+        loss.backward()
+        self.optimizer.step()
+        return not self.optimizer._is_last_step_skipped
+
+    @property
+    def inner(self) -> nn.Module:
+        return self.model._module
+
+
+def train_private(
+    *,
+    model: nn.Module,
+    features: np.ndarray,
+    labels: np.ndarray,
+    plan: RunPlan,
+    learning_rate: float,
+    max_physical_batch_size: int = 256,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    optimizer: str = "adam",
+    grad_sample_mode: str = "auto",
+    num_threads: int | None = 1,
+    progress_interval_s: float = 0.5,
+) -> TrainingResult:
+    """Train ``model`` with DP-SGD as planned, then release held-out metrics.
+
+    Args:
+        model: an untrained module from ``build_model``; it is copied, never modified.
+        features, labels: all ``plan.rows`` preprocessed rows (float features, int labels).
+        plan: from ``plan_run`` for this dataset; its records are what gets spent.
+        learning_rate: see ``privacy.specs.template_defaults``.
+        max_physical_batch_size: memory bound; Opacus's ``BatchMemoryManager`` splits
+            logical Poisson batches into physical ones of at most this size.
+        seed: fixes the held-out split only (not sampling, not noise).
+        progress: called as ``progress(step, steps, epsilon_so_far)`` at most every
+            ``progress_interval_s`` seconds and after the last step.
+        optimizer: ``adam`` or ``sgd`` (momentum 0.9).
+        grad_sample_mode: ``auto`` (ghost clipping, falling back to hooks if the model
+            cannot use it), ``ghost`` or ``hooks``.
+        num_threads: torch threads during training (1 on shared cores, DESIGN.md 7).
+
+    Raises:
+        PlanError: the data does not match the plan.
+        TrainingError: training failed; ``records_spent`` holds what was spent.
+    """
+    if optimizer not in OPTIMIZERS:
+        raise PlanError(
+            f"optimizer must be one of {list(OPTIMIZERS)}", details={"field": "optimizer"}
+        )
+    if grad_sample_mode not in ("auto", "ghost", "hooks"):
+        raise PlanError("grad_sample_mode must be auto, ghost or hooks", details={})
+    if not (learning_rate > 0 and math.isfinite(learning_rate)):
+        raise PlanError("learning_rate must be positive", details={"field": "learning_rate"})
+    x_all, y_all = _as_tensors(features, labels, plan)
+
+    previous_threads = torch.get_num_threads()
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    try:
+        return _train(
+            model=model,
+            x_all=x_all,
+            y_all=y_all,
+            plan=plan,
+            learning_rate=learning_rate,
+            max_physical_batch_size=max_physical_batch_size,
+            seed=seed,
+            progress=progress,
+            optimizer=optimizer,
+            grad_sample_mode=grad_sample_mode,
+            progress_interval_s=progress_interval_s,
+        )
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _as_tensors(
+    features: np.ndarray, labels: np.ndarray, plan: RunPlan
+) -> tuple[torch.Tensor, torch.Tensor]:
+    features = np.asarray(features)
+    labels = np.asarray(labels)
+    if features.shape[0] != plan.rows or labels.shape != (plan.rows,):
+        raise PlanError(
+            f"the plan is for {plan.rows} rows; features and labels must have that many",
+            details={"field": "rows"},
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise PlanError("labels must be integer class indices", details={"field": "labels"})
+    x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+    y = torch.from_numpy(labels.astype(np.int64))
+    return x, y
+
+
+def _split(rows: int, holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out and training indices: a permutation seeded by ``seed`` alone."""
+    order = np.random.default_rng(seed).permutation(rows)
+    return np.sort(order[:holdout]), np.sort(order[holdout:])
+
+
+def _train(
+    *,
+    model: nn.Module,
+    x_all: torch.Tensor,
+    y_all: torch.Tensor,
+    plan: RunPlan,
+    learning_rate: float,
+    max_physical_batch_size: int,
+    seed: int,
+    progress: ProgressFn | None,
+    optimizer: str,
+    grad_sample_mode: str,
+    progress_interval_s: float,
+) -> TrainingResult:
+    started = time.perf_counter()
+    hold_idx, train_idx = _split(plan.rows, plan.holdout_rows, seed)
+    num_classes = _output_width(model, x_all[:1])
+    if int(y_all.min()) < 0 or int(y_all.max()) >= num_classes:
+        # No values in the message: only the rule.
+        raise PlanError(
+            f"labels must be class indices in [0, {num_classes})", details={"field": "labels"}
+        )
+    dataset = TensorDataset(x_all[train_idx], y_all[train_idx])
+    sampling = torch.Generator().manual_seed(secrets.randbits(63))
+    loader = DataLoader(dataset, batch_size=plan.batch_size, generator=sampling)
+    if len(loader) != plan.steps_per_epoch:
+        raise PlanError("the training split does not match the plan", details={"field": "rows"})
+
+    dp = _privatize(
+        model=model,
+        plan=plan,
+        learning_rate=learning_rate,
+        optimizer=optimizer,
+        loader=loader,
+        grad_sample_mode=grad_sample_mode,
+    )
+    steps = 0
+    last_report = -math.inf
+
+    def spent(n: int) -> float:
+        if n == 0:
+            return 0.0
+        return compose_epsilon(
+            [plan.training_record(n)], delta=plan.delta, accountant=plan.accountant
+        )
+
+    try:
+        for _ in range(plan.epochs):
+            with BatchMemoryManager(
+                data_loader=dp.data_loader,
+                max_physical_batch_size=max_physical_batch_size,
+                optimizer=dp.optimizer,
+            ) as physical:
+                for x, y in physical:
+                    if dp.step(x, y):
+                        steps += 1
+                        now = time.perf_counter()
+                        if progress and (
+                            steps == plan.steps or now - last_report >= progress_interval_s
+                        ):
+                            progress(steps, plan.steps, spent(steps))
+                            last_report = now
+    except PrivacyError:
+        raise
+    except Exception as exc:
+        raise TrainingError(
+            f"training stopped after {steps} of {plan.steps} steps: {type(exc).__name__}",
+            details={"steps": steps},
+            records_spent=[plan.training_record(steps)] if steps else [],
+        ) from exc
+    if steps != plan.steps:  # pragma: no cover - Opacus runs len(loader) steps per epoch
+        raise TrainingError(
+            f"ran {steps} steps instead of the planned {plan.steps}",
+            records_spent=[plan.training_record(steps)],
+        )
+    trained_s = time.perf_counter() - started
+    epsilon_training = float(dp.engine.get_epsilon(plan.delta))
+
+    inner = dp.inner
+    inner.eval()
+    state = {k: v.detach().clone() for k, v in inner.state_dict().items()}
+    eval_started = time.perf_counter()
+    records = [plan.training_record(steps)]
+    metrics: dict[str, float] = {}
+    if plan.metrics_noise_multiplier is not None and len(hold_idx):
+        metrics, metric_records = _release_metrics(
+            inner, x_all[hold_idx], y_all[hold_idx], plan=plan
+        )
+        records += metric_records
+    eval_s = time.perf_counter() - eval_started
+    return TrainingResult(
+        state_dict=state,
+        records=records,
+        metrics=metrics,
+        steps=steps,
+        epsilon=compose_epsilon(records, delta=plan.delta, accountant=plan.accountant),
+        epsilon_training=epsilon_training,
+        grad_sample_mode=dp.mode,
+        timings={"train_s": trained_s, "eval_s": eval_s},
+    )
+
+
+def _output_width(model: nn.Module, example: torch.Tensor) -> int:
+    probe = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        out = probe(example)
+    if out.dim() != 2:
+        raise PlanError("the model must output one logit vector per row", details={})
+    return int(out.shape[1])
+
+
+def _privatize(
+    *,
+    model: nn.Module,
+    plan: RunPlan,
+    learning_rate: float,
+    optimizer: str,
+    loader: DataLoader,
+    grad_sample_mode: str,
+) -> _PrivateStep:
+    """Ghost clipping where the model allows it, else per-sample hooks."""
+    modes = ["ghost", "hooks"] if grad_sample_mode == "auto" else [grad_sample_mode]
+    failure: Exception | None = None
+    for mode in modes:
+        try:
+            return _PrivateStep(
+                module=copy.deepcopy(model).train(),
+                plan=plan,
+                learning_rate=learning_rate,
+                optimizer=optimizer,
+                loader=loader,
+                mode=mode,
+            )
+        except (NotImplementedError, ValueError) as exc:
+            failure = exc
+    raise TrainingError(
+        f"Opacus cannot train this model: {failure}", details={"modes": modes}
+    ) from failure
+
+
+def _release_metrics(
+    module: nn.Module, x: torch.Tensor, y: torch.Tensor, *, plan: RunPlan
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Noisy accuracy and loss on the held-out rows, each through ``privacy.release``.
+
+    The exact count of correct predictions and the exact sum of clipped losses never
+    leave this function.
+    """
+    assert plan.metrics_noise_multiplier is not None
+    z = plan.metrics_noise_multiplier
+    correct = 0.0
+    loss_sum = 0.0
+    with torch.no_grad():
+        for start in range(0, len(y), 1024):
+            logits = module(x[start : start + 1024])
+            target = y[start : start + 1024]
+            correct += float((logits.argmax(dim=1) == target).sum())
+            losses = nn.functional.cross_entropy(logits, target, reduction="none")
+            loss_sum += float(losses.clamp(0.0, plan.loss_bound).sum())
+    m = plan.holdout_rows
+    accuracy = gaussian_release(correct, sensitivity=1.0, noise_multiplier=z)
+    loss = gaussian_release(loss_sum, sensitivity=plan.loss_bound, noise_multiplier=z)
+    metrics = {
+        # Post-processing: dividing by the public m and clamping cost no privacy.
+        "accuracy": min(1.0, max(0.0, accuracy.value / m)),
+        "loss": min(plan.loss_bound, max(0.0, loss.value / m)),
+        "accuracy_noise_std": z / m,
+        "holdout_rows": float(m),
+    }
+    return metrics, [accuracy.record, loss.record]
