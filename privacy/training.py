@@ -46,7 +46,7 @@ from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from privacy.accounting import ACCOUNTANTS, compose_epsilon
+from privacy.accounting import ACCOUNTANTS, RDP_ORDERS, compose_epsilon
 from privacy.errors import PlanError, PrivacyError, TrainingError
 from privacy.release import gaussian_noise_multiplier, gaussian_release
 
@@ -542,7 +542,7 @@ def _train(
             records_spent=[plan.training_record(steps)],
         )
     trained_s = time.perf_counter() - started
-    epsilon_training = float(dp.engine.get_epsilon(plan.delta))
+    epsilon_training = _opacus_epsilon(dp.engine, plan.delta)
 
     inner = dp.inner
     inner.eval()
@@ -566,6 +566,13 @@ def _train(
         grad_sample_mode=dp.mode,
         timings={"train_s": trained_s, "eval_s": eval_s},
     )
+
+
+def _opacus_epsilon(engine: PrivacyEngine, delta: float) -> float:
+    """Opacus's own figure for the steps it counted (RDP on the ledger's order grid)."""
+    if engine.accountant.mechanism() == "rdp":
+        return float(engine.accountant.get_epsilon(delta, alphas=list(RDP_ORDERS)))
+    return float(engine.accountant.get_epsilon(delta))
 
 
 def _output_width(model: nn.Module, example: torch.Tensor) -> int:
