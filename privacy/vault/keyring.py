@@ -181,7 +181,10 @@ def _scan(keydir: Path) -> tuple[dict[int, Path], dict[int, Path]]:
 
 
 def _check_dir(keydir: Path) -> os.stat_result:
-    st = os.stat(keydir)
+    try:
+        st = os.stat(keydir)
+    except FileNotFoundError:
+        raise KeyNotFound(f"key directory {keydir} does not exist (run `market init`)") from None
     if not stat.S_ISDIR(st.st_mode):
         raise KeyringError(f"{keydir} is not a directory")
     if st.st_mode & 0o022:
