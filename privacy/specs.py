@@ -402,10 +402,14 @@ def _build_layer(
     if isinstance(layer, EmbeddingLayer):
         if index != 0 or len(shape) != 1:
             raise _fail(index, "type", "embedding must be the first layer, on a vector of ids")
-        module = nn.Sequential(
+        embedding = nn.Sequential(
             _AsIndices(), nn.Embedding(layer.num_embeddings, layer.embedding_dim)
         )
-        return module, (shape[0], layer.embedding_dim), layer.num_embeddings * layer.embedding_dim
+        return (
+            embedding,
+            (shape[0], layer.embedding_dim),
+            layer.num_embeddings * layer.embedding_dim,
+        )
     raise _fail(index, "type", "layer type not in the allow-list")  # pragma: no cover
 
 
