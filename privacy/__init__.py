@@ -79,3 +79,17 @@ def __getattr__(name: str) -> _Any:
     value = getattr(importlib.import_module(module_name), _RENAMED.get(name, name))
     globals()[name] = value
     return value
+
+
+# --- privacy.vault: envelope encryption (light: cryptography only, but kept lazy like the rest)
+if TYPE_CHECKING:
+    from privacy.vault import Keyring as Keyring
+    from privacy.vault import Vault as Vault
+    from privacy.vault import WrappedKey as WrappedKey
+    from privacy.vault import init_keydir as init_keydir
+    from privacy.vault import retire as retire
+    from privacy.vault import rotate as rotate
+
+_VAULT_NAMES = ("Keyring", "Vault", "WrappedKey", "init_keydir", "retire", "rotate")
+_LAZY.update(dict.fromkeys(_VAULT_NAMES, "privacy.vault"))
+__all__ += list(_VAULT_NAMES)
