@@ -1,12 +1,12 @@
-"""Alembic environment: the URL comes from the marketplace settings, the schema from market.models."""
+"""Alembic environment: URL from the marketplace settings, schema from market.models."""
 
 from __future__ import annotations
 
 from logging.config import fileConfig
 
+from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from alembic import context
 from market.config import load_settings
 from market.models import metadata
 

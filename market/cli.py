@@ -11,6 +11,7 @@ import secrets
 import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -62,11 +63,15 @@ def _require_migrated(settings: Settings) -> None:
 
     from market.migrations import alembic_config, current_revision
 
-    head = ScriptDirectory.from_config(alembic_config(settings.database_url)).get_current_head()
+    url = settings.database_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        raise MarketError(f"no database at {url}: run `market init` first")
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
     try:
-        current = current_revision(settings.database_url)
-    except Exception as exc:  # an unreachable server, a missing folder
-        raise MarketError(f"cannot open the database ({exc.__class__.__name__}): {exc}") from exc
+        current = current_revision(url)
+    except Exception as exc:  # an unreachable server, wrong credentials
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        raise MarketError(f"cannot open the database at {url}: {reason}") from exc
     if current != head:
         raise MarketError(
             f"the database at {settings.database_url} is not at the current schema: "
@@ -196,3 +201,7 @@ def users_demo() -> None:
     click.echo("Demo accounts (passwords are new each time this runs):")
     for email, role_name, password in credentials:
         click.echo(f"  {role_name:<11} {email:<26} {password}")
+
+
+if __name__ == "__main__":
+    main()

@@ -69,7 +69,7 @@ class RateLimitSettings(_Section):
 class Settings(_Section):
     """Every setting of the marketplace; see config/default.toml for what each one means."""
 
-    home: Path = Path("instance")
+    home: Path = Field(default=Path("instance"), validate_default=True)
     env: Literal["development", "production"] = "development"
     app: AppSettings = AppSettings()
     database: DatabaseSettings = DatabaseSettings()

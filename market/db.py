@@ -101,12 +101,10 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        """A session for queries only; rolled back at the end."""
+        """A session for queries only. Closing it ends the transaction without expiring the
+        loaded rows, so they stay readable (detached) after the block."""
         with Session(self.engine, expire_on_commit=False) as session:
-            try:
-                yield session
-            finally:
-                session.rollback()
+            yield session
 
     @contextmanager
     def write(self) -> Iterator[Session]:

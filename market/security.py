@@ -47,7 +47,10 @@ def _security_headers(response: Response) -> Response:
     headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
     if current_app.config["SESSION_COOKIE_SECURE"]:
         headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
-    if request.path.startswith("/api/") or request.endpoint in {"web.login", "web.account"}:
+    if request.path.startswith("/api/") or request.endpoint in {
+        "accounts.login",
+        "accounts.account",
+    }:
         headers.setdefault("Cache-Control", "no-store")
     return response
 
@@ -69,7 +72,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     csrf.init_app(app)
     limiter.init_app(app)
     login_manager.init_app(app)
-    login_manager.login_view = "web.login"
+    login_manager.login_view = "accounts.login"
     login_manager.login_message = "Please sign in to see that page."
     # "strong": a session cookie replayed from another address or browser is dropped.
     login_manager.session_protection = "strong"

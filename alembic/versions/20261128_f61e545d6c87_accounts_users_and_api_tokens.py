@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 import sqlmodel
+from alembic import op
 
 import market.db
-from alembic import op
 
 revision: str = "f61e545d6c87"
 down_revision: str | Sequence[str] | None = None

@@ -22,7 +22,6 @@ api = APIBlueprint(
     __name__,
     url_prefix=API_V1,
     abp_tags=[Tag(name="accounts", description="Sign-in tokens and accounts")],
-    abp_security=BEARER,
     abp_responses=COMMON_ERRORS,
 )
 csrf.exempt(api)
@@ -56,7 +55,6 @@ class UserList(BaseModel):
 @api.post(
     "/tokens",
     summary="Exchange an e-mail and password for an API token",
-    security=[],
     responses={201: TokenIssued, 401: ErrorBody, 429: ErrorBody},
 )
 @limiter.limit(login_rate_limit, deduct_when=login_failed)
@@ -85,7 +83,7 @@ def create_token(body: TokenRequest):  # type: ignore[no-untyped-def]
     return out.model_dump(mode="json"), 201
 
 
-@api.get("/tokens", summary="List your API tokens", responses={200: TokenList})
+@api.get("/tokens", summary="List your API tokens", security=BEARER, responses={200: TokenList})
 @api_login_required()
 def list_tokens():  # type: ignore[no-untyped-def]
     with services().database.read() as session:
@@ -99,6 +97,7 @@ def list_tokens():  # type: ignore[no-untyped-def]
 @api.delete(
     "/tokens/<int:token_id>",
     summary="Revoke one of your API tokens",
+    security=BEARER,
     responses={200: ApiTokenPublic},
 )
 @api_login_required()
@@ -109,13 +108,15 @@ def revoke_token(path: TokenPath):  # type: ignore[no-untyped-def]
     return out.model_dump(mode="json")
 
 
-@api.get("/me", summary="The account behind the token", responses={200: UserPublic})
+@api.get(
+    "/me", summary="The account behind the token", security=BEARER, responses={200: UserPublic}
+)
 @api_login_required()
 def me():  # type: ignore[no-untyped-def]
     return UserPublic.model_validate(caller(), from_attributes=True).model_dump(mode="json")
 
 
-@api.get("/users", summary="List accounts (admins)", responses={200: UserList})
+@api.get("/users", summary="List accounts (admins)", security=BEARER, responses={200: UserList})
 @api_login_required(Role.ADMIN)
 def list_users():  # type: ignore[no-untyped-def]
     with services().database.read() as session:
@@ -125,7 +126,10 @@ def list_users():  # type: ignore[no-untyped-def]
 
 
 @api.post(
-    "/users", summary="Create an account (admins)", responses={201: UserPublic, 409: ErrorBody}
+    "/users",
+    summary="Create an account (admins)",
+    security=BEARER,
+    responses={201: UserPublic, 409: ErrorBody},
 )
 @api_login_required(Role.ADMIN)
 def create_user(body: UserCreate):  # type: ignore[no-untyped-def]

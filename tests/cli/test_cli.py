@@ -1,0 +1,143 @@
+"""The `market` command as a user runs it: a real process, a real instance folder."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+MARKET = [sys.executable, "-m", "market.cli"]
+
+
+def run(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MARKET_")}
+    env["MARKET_HOME"] = str(home)
+    env["MARKET_SECURITY_ARGON2_MEMORY_KIB"] = "19456"
+    env["MARKET_SECURITY_ARGON2_TIME_COST"] = "2"
+    env["MARKET_SECURITY_ARGON2_PARALLELISM"] = "1"
+    return subprocess.run(
+        [*MARKET, *args], input=stdin, capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "instance"
+    result = run(path, "init")
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+def test_init_creates_a_private_instance_and_is_idempotent(home: Path) -> None:
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    key = home / "secret_key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    first_key = key.read_text()
+    again = run(home, "init")
+    assert again.returncode == 0, again.stderr
+    assert key.read_text() == first_key
+    assert (home / "market.db").exists()
+
+
+def test_users_create_from_stdin_then_duplicate_fails_with_one_line(home: Path) -> None:
+    created = run(
+        home,
+        "users",
+        "create",
+        "--email",
+        "ann@people.example",
+        "--role",
+        "owner",
+        "--password-stdin",
+        stdin="a-long-enough-password\n",
+    )
+    assert created.returncode == 0, created.stderr
+    assert "created owner ann@people.example" in created.stdout
+    duplicate = run(
+        home,
+        "users",
+        "create",
+        "--email",
+        "ANN@people.example",
+        "--role",
+        "auditor",
+        "--password-stdin",
+        stdin="a-long-enough-password\n",
+    )
+    assert duplicate.returncode == 1
+    assert duplicate.stderr.strip() == "error: an account for ann@people.example already exists"
+
+
+def test_short_password_is_refused(home: Path) -> None:
+    result = run(
+        home,
+        "users",
+        "create",
+        "--email",
+        "bob@people.example",
+        "--role",
+        "owner",
+        "--password-stdin",
+        stdin="short\n",
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+
+
+def test_bad_usage_exits_2(home: Path) -> None:
+    result = run(home, "users", "create", "--email", "x@people.example", "--role", "king")
+    assert result.returncode == 2
+    assert "king" in result.stderr
+
+
+def test_commands_before_init_say_to_run_init(tmp_path: Path) -> None:
+    result = run(tmp_path / "fresh", "users", "demo")
+    assert result.returncode == 1
+    assert "market init" in result.stderr
+
+
+def test_demo_accounts_print_working_credentials(home: Path) -> None:
+    result = run(home, "users", "demo")
+    assert result.returncode == 0, result.stderr
+    lines = [line.split() for line in result.stdout.splitlines()[1:]]
+    assert [line[0] for line in lines] == ["owner", "researcher", "auditor", "admin"]
+    # Running again gives fresh passwords that work, and the old ones stop working.
+    from market import create_app
+
+    app = create_app(
+        {
+            "home": str(home),
+            "security": {
+                "argon2_memory_kib": 19456,
+                "argon2_time_cost": 2,
+                "argon2_parallelism": 1,
+            },
+        }
+    )
+    client = app.test_client()
+    email, password = lines[0][1], lines[0][2]
+    assert (
+        client.post("/api/v1/tokens", json={"email": email, "password": password}).status_code
+        == 201
+    )
+    rerun = run(home, "users", "demo")
+    new_password = rerun.stdout.splitlines()[1].split()[2]
+    assert new_password != password
+    assert (
+        client.post("/api/v1/tokens", json={"email": email, "password": password}).status_code
+        == 401
+    )
+    app.extensions["market"].database.dispose()
+
+
+def test_help_texts_explain_the_commands(tmp_path: Path) -> None:
+    result = run(tmp_path, "--help")
+    assert result.returncode == 0
+    for command in ("init", "serve", "users"):
+        assert command in result.stdout
+    create_help = run(tmp_path, "users", "create", "--help").stdout
+    assert "--password-stdin" in create_help and "researcher" in create_help
