@@ -193,9 +193,17 @@ class Vault:
     def decrypt_iter(
         self, src: _Source, *, dataset_id: str, wrapped: WrappedKey
     ) -> Iterator[bytes]:
-        """Yield authenticated plaintext segments; see :func:`decrypt_stream` for the caveat
-        that completeness is known only when the iterator ends without raising."""
+        """Yield authenticated plaintext segments, memory bounded by one segment.
+
+        Key problems (public-only keyring, retired version, wrong dataset binding) raise here,
+        at the call; integrity problems of the file raise while iterating, and the file is
+        known complete only when the iterator ends without raising (see :func:`decrypt_stream`).
+        """
         data_key = self._keyring.unwrap(wrapped, dataset_id=dataset_id)
+        return self._iter(src, data_key, dataset_id)
+
+    @staticmethod
+    def _iter(src: _Source, data_key: bytes, dataset_id: str) -> Iterator[bytes]:
         if isinstance(src, str | os.PathLike):
             with open(src, "rb") as fh:
                 yield from decrypt_stream(fh, data_key, dataset_id=dataset_id)

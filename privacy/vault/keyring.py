@@ -31,7 +31,7 @@ import secrets
 import stat
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,7 +135,7 @@ class WrappedKey:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, str | int]) -> WrappedKey:
+    def from_dict(cls, data: Mapping[str, object]) -> WrappedKey:
         try:
             alg, version, sealed = data["alg"], data["kek"], data["sealed"]
             if alg != _WRAP_ALG_NAME or not isinstance(version, int) or isinstance(version, bool):

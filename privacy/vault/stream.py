@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import hmac
 import os
+import stat
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -384,10 +385,12 @@ def decrypt_stream(src: BinaryIO | _Reader, data_key: bytes, *, dataset_id: str)
 
 
 def _remaining_size(src: object) -> int | None:
+    """Bytes left in ``src`` if that can be known without reading it (regular file, BytesIO)."""
     try:
-        fileno = src.fileno()  # type: ignore[attr-defined]
-        pos = src.tell()  # type: ignore[attr-defined]
-        return os.fstat(fileno).st_size - pos
+        st = os.fstat(src.fileno())  # type: ignore[attr-defined]
+        if stat.S_ISREG(st.st_mode):  # a pipe or socket reports 0, which means "unknown"
+            return st.st_size - int(src.tell())  # type: ignore[attr-defined]
+        return None
     except (AttributeError, OSError, ValueError):
         pass
     getbuffer = getattr(src, "getbuffer", None)

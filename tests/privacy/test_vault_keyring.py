@@ -193,8 +193,8 @@ def test_public_only_keyring_can_encrypt_but_never_unwrap(keydir: Path, tmp_path
         web.keyring.unwrap(wrapped, dataset_id="ds1")
     with pytest.raises(PrivateKeyUnavailable):
         web.decrypt_to_buffer(tmp_path / "ds1.bin", dataset_id="ds1", wrapped=wrapped)
-    with pytest.raises(PrivateKeyUnavailable):
-        b"".join(web.decrypt_iter(tmp_path / "ds1.bin", dataset_id="ds1", wrapped=wrapped))
+    with pytest.raises(PrivateKeyUnavailable):  # at the call, before any iteration
+        web.decrypt_iter(tmp_path / "ds1.bin", dataset_id="ds1", wrapped=wrapped)
     with pytest.raises(PrivateKeyUnavailable):
         web.rewrap(wrapped, dataset_id="ds1")
     with pytest.raises(KeyNotFound):  # callers may catch the broader class

@@ -11,6 +11,7 @@ import io
 import os
 import random
 import struct
+import threading
 import tracemalloc
 from collections.abc import Callable, Iterator
 
@@ -134,6 +135,24 @@ def test_short_reads_and_real_files(key: bytes, tmp_path: os.PathLike[str]) -> N
         fh.write(ct)
     with open(path, "rb") as fh:
         assert bytes(decrypt_into_buffer(fh, key, dataset_id=DATASET)) == data
+
+
+def test_pipe_source_is_not_mistaken_for_an_empty_file(key: bytes) -> None:
+    """fstat() of a pipe says size 0; the buffer decoder must fall back to growing."""
+    data = os.urandom(6 * S + 5)
+    ct = encrypt(data, key)
+    read_fd, write_fd = os.pipe()
+
+    def feed() -> None:
+        with os.fdopen(write_fd, "wb") as w:
+            w.write(ct)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    with os.fdopen(read_fd, "rb") as r:
+        got = decrypt_into_buffer(r, key, dataset_id=DATASET)
+    writer.join()
+    assert bytes(got) == data
 
 
 @settings(max_examples=150, deadline=None)
