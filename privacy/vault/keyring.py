@@ -356,7 +356,7 @@ def retire(keydir: str | os.PathLike[str], *, below: int) -> list[Path]:
 
 @dataclass(frozen=True, slots=True)
 class _State:
-    stamp: tuple[int, int]
+    stamp: tuple[int, frozenset[int], frozenset[int]]
     publics: dict[int, X25519PublicKey]
     privates: dict[int, X25519PrivateKey]
 
@@ -391,13 +391,18 @@ class Keyring:
 
     # -- state ---------------------------------------------------------------------------------
 
-    def _stamp(self) -> tuple[int, int]:
+    def _stamp(
+        self,
+    ) -> tuple[tuple[int, frozenset[int], frozenset[int]], dict[int, Path], dict[int, Path]]:
+        # Which versions exist, not the directory's mtime: mtime has a coarse clock tick on
+        # many kernels, and a rotation inside one tick would go unnoticed (and a rewrap pass
+        # would then "find nothing to do"). A listdir of a handful of names is cheap.
         st = _check_dir(self._keydir)
-        return (st.st_mtime_ns, st.st_ino)
+        publics, privates = _scan(self._keydir)
+        return (st.st_ino, frozenset(publics), frozenset(privates)), publics, privates
 
     def _load(self) -> _State:
-        stamp = self._stamp()
-        pub_paths, priv_paths = _scan(self._keydir)
+        stamp, pub_paths, priv_paths = self._stamp()
         wanted = [v for v in pub_paths if v >= self._min_version]
         if not wanted:
             raise KeyNotFound(
@@ -423,7 +428,7 @@ class Keyring:
     def refresh(self, *, force: bool = False) -> None:
         """Rescan the key directory if it changed since the last load."""
         with self._lock:
-            if force or self._stamp() != self._state.stamp:
+            if force or self._stamp()[0] != self._state.stamp:
                 self._state = self._load()
 
     # -- properties ----------------------------------------------------------------------------

@@ -311,6 +311,16 @@ def test_rewrap_leaves_ciphertext_alone_and_is_idempotent(keydir: Path, tmp_path
     assert newer.version == 2
 
 
+def test_rotation_within_one_clock_tick_is_noticed(keydir: Path) -> None:
+    """Directory mtime is coarse; a keyring must not miss a rotation that kept the same mtime."""
+    ring = Keyring.load(keydir, private=True)
+    wrapped = ring.wrap(generate_data_key(), dataset_id="ds1")
+    before = keydir.stat()
+    rotate(keydir)
+    os.utime(keydir, ns=(before.st_atime_ns, before.st_mtime_ns))  # as if in the same tick
+    assert ring.rewrap(wrapped, dataset_id="ds1").version == 2
+
+
 def test_retire_removes_old_versions(keydir: Path, tmp_path: Path) -> None:
     vault = Vault(Keyring.load(keydir, private=True), segment_size=S)
     wrapped = upload(vault, b"q" * 10, "ds1", tmp_path / "f")
