@@ -9,7 +9,7 @@ from gunicorn.app.base import BaseApplication
 from market.config import Settings
 
 
-class _Gunicorn(BaseApplication):  # type: ignore[misc]
+class _Gunicorn(BaseApplication):
     """gunicorn without a config file: options come from our Settings only."""
 
     def __init__(self, settings: Settings, options: dict[str, Any]) -> None:

@@ -58,7 +58,7 @@ class UserList(BaseModel):
     responses={201: TokenIssued, 401: ErrorBody, 429: ErrorBody},
 )
 @limiter.limit(login_rate_limit, deduct_when=login_failed)
-def create_token(body: TokenRequest):  # type: ignore[no-untyped-def]
+def create_token(body: TokenRequest):
     market = services()
     try:
         with market.database.write() as session:
@@ -85,7 +85,7 @@ def create_token(body: TokenRequest):  # type: ignore[no-untyped-def]
 
 @api.get("/tokens", summary="List your API tokens", security=BEARER, responses={200: TokenList})
 @api_login_required()
-def list_tokens():  # type: ignore[no-untyped-def]
+def list_tokens():
     with services().database.read() as session:
         tokens = accounts.list_tokens(session, actor=caller())
         out = TokenList(
@@ -101,7 +101,7 @@ def list_tokens():  # type: ignore[no-untyped-def]
     responses={200: ApiTokenPublic},
 )
 @api_login_required()
-def revoke_token(path: TokenPath):  # type: ignore[no-untyped-def]
+def revoke_token(path: TokenPath):
     with services().database.write() as session:
         token = accounts.revoke_token(session, actor=caller(), token_id=path.token_id)
         out = ApiTokenPublic.model_validate(token, from_attributes=True)
@@ -112,13 +112,13 @@ def revoke_token(path: TokenPath):  # type: ignore[no-untyped-def]
     "/me", summary="The account behind the token", security=BEARER, responses={200: UserPublic}
 )
 @api_login_required()
-def me():  # type: ignore[no-untyped-def]
+def me():
     return UserPublic.model_validate(caller(), from_attributes=True).model_dump(mode="json")
 
 
 @api.get("/users", summary="List accounts (admins)", security=BEARER, responses={200: UserList})
 @api_login_required(Role.ADMIN)
-def list_users():  # type: ignore[no-untyped-def]
+def list_users():
     with services().database.read() as session:
         users = accounts.list_users(session, actor=caller())
         out = UserList(items=[UserPublic.model_validate(u, from_attributes=True) for u in users])
@@ -132,7 +132,7 @@ def list_users():  # type: ignore[no-untyped-def]
     responses={201: UserPublic, 409: ErrorBody},
 )
 @api_login_required(Role.ADMIN)
-def create_user(body: UserCreate):  # type: ignore[no-untyped-def]
+def create_user(body: UserCreate):
     market = services()
     with market.database.write() as session:
         user = accounts.create_user(

@@ -68,7 +68,7 @@ def logout() -> Response:
 @bp.get("/account")
 @login_required
 def account() -> str:
-    user: User = current_user  # type: ignore[assignment]
+    user: User = current_user
     with services().database.read() as db:
         tokens = accounts.list_tokens(db, actor=user)
     return render_template(
@@ -84,7 +84,7 @@ def account() -> str:
 @login_required
 def create_token() -> Response | tuple[str, int]:
     form = NewTokenForm()
-    user: User = current_user  # type: ignore[assignment]
+    user: User = current_user
     if not form.validate_on_submit():
         flash("Give the token a name of at most 80 characters.", "error")
         return redirect(url_for("accounts.account"))
@@ -105,7 +105,7 @@ def create_token() -> Response | tuple[str, int]:
 @login_required
 def revoke_token(token_id: int) -> Response:
     form = ConfirmForm()
-    user: User = current_user  # type: ignore[assignment]
+    user: User = current_user
     if form.validate_on_submit():
         try:
             with services().database.write() as db:

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from market.errors import InvalidJson, ValidationFailed, field_errors
 
 API_V1 = "/api/v1"
-BEARER = [{"bearer": []}]
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 SECURITY_SCHEMES = {
     "bearer": {
         "type": "http",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -19,4 +20,8 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-COMMON_ERRORS: dict[int, type[BaseModel]] = {401: ErrorBody, 403: ErrorBody, 404: ErrorBody}
+COMMON_ERRORS: dict[str | int | HTTPStatus, type[BaseModel] | dict[Any, Any] | None] = {
+    401: ErrorBody,
+    403: ErrorBody,
+    404: ErrorBody,
+}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
+import pytest
 from sqlmodel import select
 
 from market.accounts.models import ApiToken, Role, User
@@ -147,3 +149,45 @@ def test_settings_refuse_argon2_below_the_owasp_floor() -> None:
         SecuritySettings(argon2_memory_kib=8192)
     with pytest.raises(ValidationError):
         SecuritySettings(argon2_time_cost=1)
+
+
+@pytest.mark.redis
+def test_login_limit_is_shared_across_processes_through_redis(tmp_path, sqlite_url) -> None:
+    """Two app instances (as two gunicorn workers would be) share one Redis counter."""
+    import redis
+
+    from market import create_app
+    from tests.conftest import app_overrides, service_unavailable
+
+    url = os.environ.get("MARKET_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    try:
+        redis.Redis.from_url(url).flushdb()
+    except redis.exceptions.ConnectionError as exc:
+        service_unavailable("Redis", str(exc))
+    overrides = app_overrides(tmp_path, sqlite_url, ratelimit={"storage_uri": url})
+    first = create_app(overrides)
+    from market.accounts import services as accounts
+
+    market = first.extensions["market"]
+    with market.database.write() as session:
+        accounts.create_user(
+            session,
+            email="shared@people.example",
+            role="owner",
+            password=TEST_PASSWORD,
+            passwords=market.passwords,
+        )
+    wrong = {"email": "shared@people.example", "password": "wrong-wrong"}
+    statuses = [
+        first.test_client().post("/api/v1/tokens", json=wrong).status_code for _ in range(3)
+    ]
+    # A second app re-initialises the module-level limiter: with in-memory storage it would
+    # count from zero; through Redis it sees the first app's three failures.
+    second = create_app(overrides)
+    statuses += [
+        second.test_client().post("/api/v1/tokens", json=wrong).status_code for _ in range(3)
+    ]
+    assert statuses == [401] * 5 + [429]
+    redis.Redis.from_url(url).flushdb()
+    market.database.dispose()
+    second.extensions["market"].database.dispose()
