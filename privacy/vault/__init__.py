@@ -210,32 +210,59 @@ class Vault:
         else:
             yield from decrypt_stream(src, data_key, dataset_id=dataset_id)
 
-    def decrypt_to_buffer(self, src: _Source, *, dataset_id: str, wrapped: WrappedKey) -> bytearray:
+    def decrypt_to_buffer(
+        self,
+        src: _Source,
+        *,
+        dataset_id: str,
+        wrapped: WrappedKey,
+        max_bytes: int | None = None,
+    ) -> bytearray:
         """The whole plaintext in one ``bytearray`` (peak ~ plaintext + one segment).
 
         Fully authenticated before it returns; wipe it with :func:`wipe` when done.
+        ``max_bytes`` bounds what a (tampered, oversized) file can make the worker allocate.
         """
         data_key = self._keyring.unwrap(wrapped, dataset_id=dataset_id)
         if isinstance(src, str | os.PathLike):
             with open(src, "rb") as fh:
-                return decrypt_into_buffer(fh, data_key, dataset_id=dataset_id)
-        return decrypt_into_buffer(src, data_key, dataset_id=dataset_id)
+                return decrypt_into_buffer(fh, data_key, dataset_id=dataset_id, max_bytes=max_bytes)
+        return decrypt_into_buffer(src, data_key, dataset_id=dataset_id, max_bytes=max_bytes)
 
-    def decrypt_bytes(self, src: _Source, *, dataset_id: str, wrapped: WrappedKey) -> bytes:
+    def decrypt_bytes(
+        self,
+        src: _Source,
+        *,
+        dataset_id: str,
+        wrapped: WrappedKey,
+        max_bytes: int | None = None,
+    ) -> bytes:
         """The whole plaintext as ``bytes`` (briefly 2x the plaintext in memory)."""
-        buffer = self.decrypt_to_buffer(src, dataset_id=dataset_id, wrapped=wrapped)
+        buffer = self.decrypt_to_buffer(
+            src, dataset_id=dataset_id, wrapped=wrapped, max_bytes=max_bytes
+        )
         try:
             return bytes(buffer)
         finally:
             wipe(buffer)
 
-    def open_plaintext(self, src: _Source, *, dataset_id: str, wrapped: WrappedKey) -> io.BytesIO:
+    def open_plaintext(
+        self,
+        src: _Source,
+        *,
+        dataset_id: str,
+        wrapped: WrappedKey,
+        max_bytes: int | None = None,
+    ) -> io.BytesIO:
         """A seekable in-memory file of the plaintext, for pandas/pyarrow/numpy readers.
 
         Built from :meth:`decrypt_bytes` (``BytesIO`` shares an immutable ``bytes`` without a
         copy), so the steady state is one copy of the plaintext. Nothing touches disk.
         """
-        return io.BytesIO(self.decrypt_bytes(src, dataset_id=dataset_id, wrapped=wrapped))
+        plaintext = self.decrypt_bytes(
+            src, dataset_id=dataset_id, wrapped=wrapped, max_bytes=max_bytes
+        )
+        return io.BytesIO(plaintext)
 
     # -- rotation ------------------------------------------------------------------------------
 

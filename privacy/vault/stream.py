@@ -400,7 +400,9 @@ def _remaining_size(src: object) -> int | None:
     return None
 
 
-def decrypt_into_buffer(src: BinaryIO | _Reader, data_key: bytes, *, dataset_id: str) -> bytearray:
+def decrypt_into_buffer(
+    src: BinaryIO | _Reader, data_key: bytes, *, dataset_id: str, max_bytes: int | None = None
+) -> bytearray:
     """Decrypt a whole file into one ``bytearray`` (the worker's in-memory copy).
 
     When the source's size is known (a file, a BytesIO) the buffer is allocated once at the
@@ -408,13 +410,20 @@ def decrypt_into_buffer(src: BinaryIO | _Reader, data_key: bytes, *, dataset_id:
     plaintext plus one segment. ``AESGCM.decrypt_into`` writes plaintext before it checks the
     tag, so on any failure the whole buffer is wiped before the error propagates. The caller
     may wipe the result with :func:`wipe` when done.
+
+    ``max_bytes`` refuses (with :class:`VaultError`) a plaintext larger than the worker is
+    willing to hold, before allocating it: whoever can append to a stored file could otherwise
+    make the worker allocate the file's whole length before the last segment fails.
     """
     remaining = _remaining_size(src)
     header, aead = _open(src, data_key, dataset_id)
     size = header.segment_size
     prefix = header.nonce_prefix
     if remaining is not None:
-        out = bytearray(plaintext_length(remaining - len(header), segment_size=size))
+        expected = plaintext_length(remaining - len(header), segment_size=size)
+        if max_bytes is not None and expected > max_bytes:
+            raise VaultError(f"plaintext of {expected} bytes exceeds max_bytes={max_bytes}")
+        out = bytearray(expected)
     else:
         out = bytearray()
     target = memoryview(out) if remaining is not None else None
@@ -424,6 +433,8 @@ def decrypt_into_buffer(src: BinaryIO | _Reader, data_key: bytes, *, dataset_id:
             nonce = _nonce(prefix, counter, last)
             n = len(ct) - TAG_SIZE
             if target is None:
+                if max_bytes is not None and len(out) + n > max_bytes:
+                    raise VaultError(f"plaintext exceeds max_bytes={max_bytes}")
                 out += aead.decrypt(nonce, ct, None)
                 continue
             if pos + n > len(out):

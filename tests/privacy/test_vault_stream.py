@@ -155,6 +155,15 @@ def test_pipe_source_is_not_mistaken_for_an_empty_file(key: bytes) -> None:
     assert bytes(got) == data
 
 
+def test_max_bytes_refuses_before_allocating(key: bytes) -> None:
+    ct = encrypt(os.urandom(5 * S), key)
+    assert len(decrypt_into_buffer(io.BytesIO(ct), key, dataset_id=DATASET, max_bytes=5 * S))
+    with pytest.raises(VaultError, match="max_bytes"):
+        decrypt_into_buffer(io.BytesIO(ct), key, dataset_id=DATASET, max_bytes=5 * S - 1)
+    with pytest.raises(VaultError, match="max_bytes"):
+        decrypt_into_buffer(ShortReads(ct), key, dataset_id=DATASET, max_bytes=2 * S)
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     data=st.binary(max_size=700),
