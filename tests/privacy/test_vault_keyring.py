@@ -205,6 +205,21 @@ def test_public_only_keyring_can_encrypt_but_never_unwrap(keydir: Path, tmp_path
     assert got == b"secret rows" * 40
 
 
+def test_encrypting_and_decrypting_in_memory_opens_no_file(keydir: Path) -> None:
+    """The vault itself never spools: no temp file, no file at all, for plaintext or otherwise."""
+    web = Vault(Keyring.load(keydir), segment_size=S)
+    worker = Vault(Keyring.load(keydir, private=True), segment_size=S)
+    data = os.urandom(10 * S + 1)
+    with recording_opens() as opened:
+        dst = io.BytesIO()
+        wrapped = web.encrypt_stream(io.BytesIO(data), dst, dataset_id="ds1", chunk_size=100)
+        dst.seek(0)
+        assert worker.open_plaintext(dst, dataset_id="ds1", wrapped=wrapped).read() == data
+        dst.seek(0)
+        assert b"".join(worker.decrypt_iter(dst, dataset_id="ds1", wrapped=wrapped)) == data
+    assert opened == []
+
+
 def test_web_tier_deployment_with_public_files_only(keydir: Path, tmp_path: Path) -> None:
     web_dir = tmp_path / "web-keys"
     web_dir.mkdir(mode=0o700)
