@@ -34,7 +34,7 @@ MAX_EMBEDDING_DIM = 1024
 
 
 class _Layer(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class FlattenLayer(_Layer):
@@ -104,14 +104,14 @@ Layer = Annotated[
 class LayersSpec(BaseModel):
     """An explicit stack of allow-listed layers; the last one must output the class count."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     layers: list[Layer] = Field(min_length=1, max_length=MAX_LAYERS)
 
 
 class LogisticRegressionTemplate(BaseModel):
     """Multinomial logistic regression: flatten, one linear layer."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     template: Literal["logistic_regression"]
 
 
@@ -119,7 +119,7 @@ class MlpTemplate(BaseModel):
     """Fully connected network. ``tanh`` by default: bounded activations keep clipped
     gradients informative under DP (Papernot et al. 2021, tempered sigmoids)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     template: Literal["mlp"]
     hidden: list[Annotated[int, Field(ge=1, le=MAX_WIDTH)]] = Field(
         default_factory=lambda: [128], min_length=1, max_length=8
@@ -136,7 +136,7 @@ class CnnTemplate(BaseModel):
     tanh, dense classes); smaller images get 3x3 kernels with the same widths.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     template: Literal["cnn"]
     channels: list[Annotated[int, Field(ge=1, le=MAX_CHANNELS)]] = Field(
         default_factory=lambda: [16, 32], min_length=1, max_length=4
