@@ -34,6 +34,7 @@ import copy
 import math
 import secrets
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -47,7 +48,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from privacy.accounting import ACCOUNTANTS, RDP_ORDERS, compose_epsilon
-from privacy.errors import PlanError, PrivacyError, TrainingError
+from privacy.errors import AccountingError, PlanError, TrainingError
 from privacy.release import gaussian_noise_multiplier, gaussian_release
 
 #: A plan is refused when the per-step noise standard deviation (z * C) exceeds this
@@ -206,12 +207,19 @@ def plan_run(
     metrics_z: float | None = None
     metric_records: list[dict[str, Any]] = []
     if with_metrics:
-        metrics_z = gaussian_noise_multiplier(
-            epsilon=epsilon * metrics_fraction,
-            delta=delta,
-            releases=len(METRICS),
-            accountant=accountant,
-        )
+        try:
+            metrics_z = gaussian_noise_multiplier(
+                epsilon=epsilon * metrics_fraction,
+                delta=delta,
+                releases=len(METRICS),
+                accountant=accountant,
+            )
+        except AccountingError:
+            raise _plan_error(
+                f"epsilon {epsilon * metrics_fraction:.3g} for the held-out metrics is too "
+                "small to calibrate; raise metrics_fraction or set holdout_fraction to 0",
+                "metrics_fraction",
+            ) from None
         metric_records = [
             {"mechanism": "gaussian", "sigma": metrics_z, "sensitivity": 1.0, "count": 2}
         ]
@@ -502,35 +510,15 @@ def _train(
         loader=loader,
         grad_sample_mode=grad_sample_mode,
     )
-    steps = 0
-    last_report = -math.inf
-
-    def spent(n: int) -> float:
-        if n == 0:
-            return 0.0
-        return compose_epsilon(
-            [plan.training_record(n)], delta=plan.delta, accountant=plan.accountant
-        )
-
     try:
-        for _ in range(plan.epochs):
-            with BatchMemoryManager(
-                data_loader=dp.data_loader,
-                max_physical_batch_size=max_physical_batch_size,
-                optimizer=dp.optimizer,
-            ) as physical:
-                for x, y in physical:
-                    if dp.step(x, y):
-                        steps += 1
-                        now = time.perf_counter()
-                        if progress and (
-                            steps == plan.steps or now - last_report >= progress_interval_s
-                        ):
-                            progress(steps, plan.steps, spent(steps))
-                            last_report = now
-    except PrivacyError:
-        raise
-    except Exception as exc:
+        with warnings.catch_warnings():
+            # Opacus's per-sample hooks trigger this torch notice on every step when the
+            # input needs no gradient (it never does here); it says nothing about privacy.
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            steps = _run_epochs(dp, plan, max_physical_batch_size, progress, progress_interval_s)
+    except _Stopped as stop:
+        exc = stop.__cause__
+        steps = stop.steps
         raise TrainingError(
             f"training stopped after {steps} of {plan.steps} steps: {type(exc).__name__}",
             details={"steps": steps},
@@ -566,6 +554,51 @@ def _train(
         grad_sample_mode=dp.mode,
         timings={"train_s": trained_s, "eval_s": eval_s},
     )
+
+
+class _Stopped(Exception):
+    """Carries the number of completed steps out of a failed training loop."""
+
+    def __init__(self, steps: int) -> None:
+        super().__init__(steps)
+        self.steps = steps
+
+
+def _run_epochs(
+    dp: _PrivateStep,
+    plan: RunPlan,
+    max_physical_batch_size: int,
+    progress: ProgressFn | None,
+    progress_interval_s: float,
+) -> int:
+    """The DP-SGD loop; returns the logical steps taken (raises ``_Stopped`` on failure)."""
+    steps = 0
+    last_report = -math.inf
+    try:
+        for _ in range(plan.epochs):
+            with BatchMemoryManager(
+                data_loader=dp.data_loader,
+                max_physical_batch_size=max_physical_batch_size,
+                optimizer=dp.optimizer,
+            ) as physical:
+                for x, y in physical:
+                    if not dp.step(x, y):
+                        continue
+                    steps += 1
+                    now = time.perf_counter()
+                    if progress and (
+                        steps == plan.steps or now - last_report >= progress_interval_s
+                    ):
+                        spent = compose_epsilon(
+                            [plan.training_record(steps)],
+                            delta=plan.delta,
+                            accountant=plan.accountant,
+                        )
+                        progress(steps, plan.steps, spent)
+                        last_report = now
+    except Exception as exc:
+        raise _Stopped(steps) from exc
+    return steps
 
 
 def _opacus_epsilon(engine: PrivacyEngine, delta: float) -> float:

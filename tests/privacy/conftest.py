@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
 import pyarrow as pa
+import pytest
 from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.model_selection import train_test_split
 
