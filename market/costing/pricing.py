@@ -1,0 +1,175 @@
+"""The price model: every term of a run's price, from a measurement or an estimate.
+
+The founding design's three terms, made measurable (T in hours, Decimal throughout)::
+
+    compute      = T x price_per_resource_hour x resources             (C_time x C_resource)
+    energy_kwh   = T x avg_power x PUE                                 (C_power x C_efficiency)
+    energy cost  = energy_kwh x electricity_price_per_kwh
+    emissions_kg = energy_kwh x grid_intensity / 1000                  (T x C_emission)
+    environment  = emissions_kg / 1000 x carbon_price_per_tonne        (x C_impact)
+    total        = compute + energy cost + environment + royalty (+ platform fee)
+
+The platform fee is ``platform_fee_rate`` x (compute + energy + environment + royalty).
+
+The receipt also states the Software Carbon Intensity of the run (Green Software Foundation
+SCI specification, ISO/IEC 21031:2024), with one run as the functional unit R::
+
+    SCI = (E x I) + M,   M = TE x (T / EL) x (RS / TR)
+
+E x I is the operational emissions above; M is the run's share of the server's embodied
+emissions TE: the fraction of its life EL the run took, times the fraction of its resources
+(RS of TR) it held. Embodied emissions are reported, not priced: the hardware's cost is in
+the compute tariff already, and the founding environment term is operational only.
+
+Money: physical inputs enter as Decimal via their shortest repr (``to_decimal``); each money
+term is rounded once to the currency's minor unit, half to even, and the total is the sum of
+the rounded terms, so a printed receipt adds up. Every money term is a ``Money``, and adding
+two currencies raises ``CurrencyMismatch``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Protocol
+
+from market.costing.money import Money, money_context, money_sum, to_decimal
+from market.costing.settings import CostingSettings, RegionSettings, WorkerClassSettings
+
+SECONDS_PER_HOUR = Decimal(3600)
+WH_PER_KWH = Decimal(1000)
+GRAMS_PER_KG = Decimal(1000)
+KG_PER_TONNE = Decimal(1000)
+
+
+class RunUsage(Protocol):
+    """What pricing needs from a Measurement or a RunEstimate."""
+
+    @property
+    def seconds(self) -> float: ...
+
+    @property
+    def avg_power_w(self) -> float: ...
+
+    @property
+    def method(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CostBreakdown:
+    """Every term of a run's price and footprint. Physical quantities are exact Decimals with
+    their unit in the name; money terms are rounded ``Money``."""
+
+    basis: str
+    currency: str
+    seconds: Decimal
+    resources: int
+    avg_power_w: Decimal
+    it_energy_kwh: Decimal
+    pue: Decimal
+    energy_kwh: Decimal
+    grid_intensity_g_per_kwh: Decimal
+    emissions_kg: Decimal
+    embodied_kg: Decimal
+    sci_kg_per_run: Decimal
+    price_per_resource_hour: Decimal
+    electricity_price_per_kwh: Decimal
+    carbon_price_per_tonne: Decimal
+    platform_fee_rate: Decimal
+    compute: Money
+    energy: Money
+    environment: Money
+    royalty: Money
+    platform_fee: Money
+    total: Money
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON: Decimals as strings (never floats), money as {amount, currency}."""
+        out: dict[str, Any] = {}
+        for name in self.__slots__:
+            value = getattr(self, name)
+            if isinstance(value, Money):
+                out[name] = value.to_json()
+            elif isinstance(value, Decimal):
+                out[name] = format(value, "f")
+            else:
+                out[name] = value
+        return out
+
+
+def price_run(
+    usage: RunUsage,
+    worker: WorkerClassSettings,
+    region: RegionSettings,
+    *,
+    royalty: Money,
+    settings: CostingSettings,
+    grid_intensity_g_per_kwh: Decimal | None = None,
+    resources: int | None = None,
+) -> CostBreakdown:
+    """Price a run (formulas in the module docstring).
+
+    ``grid_intensity_g_per_kwh`` overrides the region's annual average, e.g. with the mean of
+    its hourly profile over the scheduled window (``greenest_start``); ``resources`` overrides
+    the worker class's, for a run that held fewer or more.
+    """
+    ctx = money_context()
+    digits = settings.minor_unit_digits
+    held = worker.resources if resources is None else resources
+    if held <= 0:
+        raise ValueError("resources must be > 0")
+    if usage.seconds < 0 or usage.avg_power_w < 0:
+        raise ValueError("seconds and power must be >= 0")
+    seconds = to_decimal(usage.seconds)
+    hours = ctx.divide(seconds, SECONDS_PER_HOUR)
+    power_w = to_decimal(usage.avg_power_w)
+    intensity = region.grid_intensity_g_per_kwh
+    if grid_intensity_g_per_kwh is not None:
+        intensity = grid_intensity_g_per_kwh
+
+    compute_amount = ctx.multiply(ctx.multiply(hours, worker.price_per_resource_hour), held)
+    it_energy_kwh = ctx.divide(ctx.multiply(hours, power_w), WH_PER_KWH)
+    energy_kwh = ctx.multiply(it_energy_kwh, region.pue)
+    energy_amount = ctx.multiply(energy_kwh, region.electricity_price_per_kwh)
+    emissions_kg = ctx.divide(ctx.multiply(energy_kwh, intensity), GRAMS_PER_KG)
+    environment_amount = ctx.multiply(
+        ctx.divide(emissions_kg, KG_PER_TONNE), settings.carbon_price_per_tonne
+    )
+    life_share = ctx.divide(hours, worker.lifetime_hours)
+    resource_share = ctx.divide(Decimal(held), Decimal(worker.server_resources))
+    embodied_kg = ctx.multiply(ctx.multiply(worker.embodied_kgco2e, life_share), resource_share)
+
+    compute = Money(compute_amount, worker.currency).quantized(digits)
+    energy = Money(energy_amount, region.currency).quantized(digits)
+    environment = Money(environment_amount, settings.currency).quantized(digits)
+    royalty_q = royalty.quantized(digits)
+    subtotal = money_sum([compute, energy, environment, royalty_q], settings.currency)
+    fee = Money(
+        ctx.multiply(subtotal.amount, settings.platform_fee_rate), settings.currency
+    ).quantized(digits)
+    total = subtotal + fee
+
+    return CostBreakdown(
+        basis=usage.method,
+        currency=settings.currency,
+        seconds=seconds,
+        resources=held,
+        avg_power_w=power_w,
+        it_energy_kwh=it_energy_kwh,
+        pue=region.pue,
+        energy_kwh=energy_kwh,
+        grid_intensity_g_per_kwh=intensity,
+        emissions_kg=emissions_kg,
+        embodied_kg=embodied_kg,
+        sci_kg_per_run=ctx.add(emissions_kg, embodied_kg),
+        price_per_resource_hour=worker.price_per_resource_hour,
+        electricity_price_per_kwh=region.electricity_price_per_kwh,
+        carbon_price_per_tonne=settings.carbon_price_per_tonne,
+        platform_fee_rate=settings.platform_fee_rate,
+        compute=compute,
+        energy=energy,
+        environment=environment,
+        royalty=royalty_q,
+        platform_fee=fee,
+        total=total,
+    )
