@@ -110,7 +110,24 @@ def init() -> None:
         click.echo(f"created the session signing key {key_file}")
     upgrade_to_head(settings.database_url)
     click.echo(f"database ready: {settings.database_url}")
+    from privacy.vault import init_keydir
+
+    version = init_keydir(settings.key_dir)
+    click.echo(f"key-encryption keys ready: {settings.key_dir} (newest version {version})")
+    _sweep_orphans(settings)
     click.echo(f"instance folder ready: {home}")
+
+
+def _sweep_orphans(settings: Settings) -> None:
+    """Remove ciphertext that no committed listing refers to (left by a crash mid-upload)."""
+    from market.catalog.services import referenced_files
+
+    market = _services(settings)
+    with market.database.read() as session:
+        keep = referenced_files(session)
+    for name in market.store.sweep_orphans(keep):
+        click.echo(f"removed orphaned ciphertext {name}")
+    market.database.dispose()
 
 
 @main.command()
@@ -128,6 +145,32 @@ def serve(host: str | None, port: int | None) -> None:
         host=host or settings.server.host,
         port=port or settings.server.port,
     )
+
+
+@main.group()
+def keys() -> None:
+    """Manage the key-encryption keys that wrap every dataset's data key."""
+
+
+@keys.command("rotate")
+@reports_errors
+def keys_rotate() -> None:
+    """Add a new key version and re-wrap every dataset's data key under it.
+
+    Ciphertext is neither read nor rewritten. Safe to interrupt and run again: keys already
+    under the newest version are left alone. Then raise vault.min_key_version to stop
+    accepting the old version.
+    """
+    from market.catalog.rotation import rewrap_all
+    from privacy.vault import rotate
+
+    settings = _settings()
+    _require_migrated(settings)
+    version = rotate(settings.key_dir)
+    click.echo(f"key version {version} is now the newest in {settings.key_dir}")
+    market = _services(settings)
+    moved, already = rewrap_all(market)
+    click.echo(f"re-wrapped {moved} data key(s); {already} already under version {version}")
 
 
 @main.group()

@@ -66,6 +66,20 @@ class RateLimitSettings(_Section):
     login: str = "5 per minute"
 
 
+class VaultSettings(_Section):
+    key_dir: str = ""
+    min_key_version: int = Field(default=1, ge=1)
+    segment_size: int = Field(default=1 << 20, ge=1 << 10, le=64 << 20)
+
+
+class CatalogSettings(_Section):
+    storage_dir: str = ""
+    max_upload_bytes: int = Field(default=1 << 30, gt=0)
+    max_in_memory_bytes: int = Field(default=256 << 20, gt=0)
+    page_size: int = Field(default=20, ge=1, le=200)
+    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+
+
 class Settings(_Section):
     """Every setting of the marketplace; see config/default.toml for what each one means."""
 
@@ -76,6 +90,8 @@ class Settings(_Section):
     server: ServerSettings = ServerSettings()
     security: SecuritySettings = SecuritySettings()
     ratelimit: RateLimitSettings = RateLimitSettings()
+    vault: VaultSettings = VaultSettings()
+    catalog: CatalogSettings = CatalogSettings()
 
     @field_validator("home")
     @classmethod
@@ -90,6 +106,20 @@ class Settings(_Section):
     def database_url(self) -> str:
         """The configured URL, or SQLite inside the instance folder."""
         return self.database.url or f"sqlite:///{self.home / 'market.db'}"
+
+    @property
+    def key_dir(self) -> Path:
+        return (
+            Path(self.vault.key_dir).expanduser().resolve()
+            if self.vault.key_dir
+            else self.home / "keys"
+        )
+
+    @property
+    def storage_dir(self) -> Path:
+        if self.catalog.storage_dir:
+            return Path(self.catalog.storage_dir).expanduser().resolve()
+        return self.home / "datasets"
 
     @property
     def secret_key_file(self) -> Path:

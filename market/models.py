@@ -5,7 +5,8 @@ from __future__ import annotations
 from sqlmodel import SQLModel
 
 from market.accounts.models import ApiToken, User
+from market.catalog.models import Dataset, DatasetTag
 
 metadata = SQLModel.metadata
 
-__all__ = ["ApiToken", "User", "metadata"]
+__all__ = ["ApiToken", "Dataset", "DatasetTag", "User", "metadata"]

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from flask import current_app
 
 from market.accounts.passwords import PasswordService
+from market.catalog.storage import CiphertextStore
 from market.config import Settings
 from market.db import Database, make_engine
+from market.errors import ConfigurationError
+from privacy.errors import VaultError
+from privacy.vault import Keyring, Vault
 
 EXTENSION_KEY = "market"
 
@@ -20,6 +25,21 @@ class Services:
     settings: Settings
     database: Database
     passwords: PasswordService
+
+    @cached_property
+    def vault(self) -> Vault:
+        """Public keys only: this process can encrypt uploads but never decrypt a dataset."""
+        try:
+            keyring = Keyring.load(self.settings.key_dir, private=False)
+        except VaultError as exc:
+            raise ConfigurationError(
+                f"no usable keys in {self.settings.key_dir}: run `market init` ({exc})"
+            ) from exc
+        return Vault(keyring, segment_size=self.settings.vault.segment_size)
+
+    @cached_property
+    def store(self) -> CiphertextStore:
+        return CiphertextStore(self.settings.storage_dir)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:

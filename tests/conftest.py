@@ -26,6 +26,7 @@ from market.accounts.models import Role
 from market.extensions import limiter
 from market.migrations import upgrade_to_head
 from market.models import metadata
+from privacy.vault import init_keydir
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "MARKET_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -120,6 +121,7 @@ def app_overrides(home: Path, database_url: str, **extra: Any) -> dict[str, Any]
 
 @pytest.fixture
 def app(tmp_path: Path, database_url: str) -> Iterator[Any]:
+    init_keydir(tmp_path / "keys")
     application = create_app(app_overrides(tmp_path, database_url))
     application.config["TESTING"] = True
     limiter.reset()

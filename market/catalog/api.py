@@ -1,0 +1,137 @@
+"""Datasets in the JSON API: drafts, file upload, catalog search, detail, delisting."""
+
+from __future__ import annotations
+
+from flask import request
+from flask_openapi3 import APIBlueprint, Tag
+
+from market.accounts.models import Role
+from market.api import API_V1, BEARER
+from market.api.auth import api_login_required, caller
+from market.api.schemas import COMMON_ERRORS, ErrorBody
+from market.catalog import services as catalog
+from market.catalog.schemas import (
+    CatalogQuery,
+    DatasetCreate,
+    DatasetPage,
+    DatasetPath,
+    DatasetPublic,
+)
+from market.catalog.streams import body_chunks
+from market.catalog.uploads import upload_dataset_file
+from market.extensions import csrf
+from market.services import services
+
+api = APIBlueprint(
+    "catalog_api",
+    __name__,
+    url_prefix=API_V1,
+    abp_tags=[Tag(name="datasets", description="Listings: metadata, encrypted files, search")],
+    abp_responses=COMMON_ERRORS,
+)
+csrf.exempt(api)
+
+_FILE_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The raw file, encrypted as it streams in; never stored in plaintext.",
+        "content": {
+            media_type: {"schema": {"type": "string", "format": "binary"}}
+            for media_type in catalog.CONTENT_TYPES
+        },
+    }
+}
+
+
+@api.post(
+    "/datasets",
+    summary="Create a listing draft from metadata",
+    security=BEARER,
+    responses={201: DatasetPublic, 422: ErrorBody},
+)
+@api_login_required(Role.OWNER)
+def create_dataset(body: DatasetCreate):
+    market = services()
+    with market.database.write() as session:
+        dataset = catalog.create_draft(
+            session, owner=caller(), data=body, currency=market.settings.catalog.currency
+        )
+        out = catalog.to_public(session, dataset, tags=body.tags)
+    return out.model_dump(mode="json"), 201
+
+
+@api.put(
+    "/datasets/<dataset_id>/file",
+    summary="Upload the dataset's file (raw body); lists the dataset when it validates",
+    security=BEARER,
+    responses={200: DatasetPublic, 409: ErrorBody, 413: ErrorBody, 415: ErrorBody, 422: ErrorBody},
+    openapi_extensions=_FILE_BODY,
+)
+@api_login_required(Role.OWNER)
+def upload_file(path: DatasetPath):
+    market = services()
+    dataset = upload_dataset_file(
+        market,
+        actor=caller(),
+        dataset_id=path.dataset_id,
+        content_type=request.content_type,
+        chunks=body_chunks(request.stream, max_bytes=market.settings.catalog.max_upload_bytes),
+    )
+    with market.database.read() as session:
+        out = catalog.to_public(session, dataset)
+    return out.model_dump(mode="json")
+
+
+@api.get("/datasets", summary="Search the catalog", security=BEARER, responses={200: DatasetPage})
+@api_login_required()
+def list_datasets(query: CatalogQuery):
+    market = services()
+    with market.database.read() as session:
+        page = catalog.search(
+            session,
+            actor=caller(),
+            q=query.q,
+            tag=query.tag,
+            page=query.page,
+            page_size=market.settings.catalog.page_size,
+            mine=query.mine,
+        )
+        tags = catalog.tags_of(session, [d.id for d in page.items])
+        out = DatasetPage(
+            items=[catalog.to_public(session, d, tags=tags[d.id]) for d in page.items],
+            total=page.total,
+            page=page.page,
+            page_size=page.page_size,
+        )
+    return out.model_dump(mode="json")
+
+
+@api.get(
+    "/datasets/<dataset_id>",
+    summary="A dataset's metadata, schema, row count and budget",
+    security=BEARER,
+    responses={200: DatasetPublic},
+)
+@api_login_required()
+def get_dataset(path: DatasetPath):
+    with services().database.read() as session:
+        dataset = catalog.get_dataset(session, actor=caller(), dataset_id=path.dataset_id)
+        out = catalog.to_public(session, dataset)
+    return out.model_dump(mode="json")
+
+
+@api.delete(
+    "/datasets/<dataset_id>",
+    summary="Delist and crypto-shred (ledgers and audit entries stay)",
+    security=BEARER,
+    responses={200: DatasetPublic},
+)
+@api_login_required(Role.OWNER)
+def delete_dataset(path: DatasetPath):
+    market = services()
+    with market.database.write() as session:
+        dataset, storage_name = catalog.delist(session, actor=caller(), dataset_id=path.dataset_id)
+        out = catalog.to_public(session, dataset)
+    if storage_name:
+        market.store.delete(storage_name)
+    return out.model_dump(mode="json")

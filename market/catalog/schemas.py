@@ -1,0 +1,174 @@
+"""What the API accepts and returns for datasets; these models also write the OpenAPI document.
+
+The metadata shape is ../shared/API.md's "Dataset metadata". Validation here is structural
+(types, sizes, ranges); the semantic check (a categorical label with two classes or more, an
+image spec the trainer understands) is ``privacy.preprocessing.describe``, called by the
+service, so the listing and the trainer can never disagree on what a schema means.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from market.catalog.models import DatasetFormat, DatasetStatus
+
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Tag = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NumericColumn(_Strict):
+    name: Name
+    type: Literal["numeric"]
+    min: float = Field(allow_inf_nan=False)
+    max: float = Field(allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> NumericColumn:
+        if not self.max > self.min:
+            raise ValueError(f"column {self.name!r}: max must be greater than min")
+        return self
+
+
+class CategoricalColumn(_Strict):
+    name: Name
+    type: Literal["categorical"]
+    categories: list[Annotated[str, Field(max_length=200)]] = Field(min_length=1, max_length=10_000)
+
+    @field_validator("categories")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a category is declared twice")
+        return value
+
+
+Column = Annotated[NumericColumn | CategoricalColumn, Field(discriminator="type")]
+
+
+class PixelRange(_Strict):
+    min: float = Field(allow_inf_nan=False)
+    max: float = Field(allow_inf_nan=False)
+
+
+class ImageSpec(_Strict):
+    """Arrays in an .npz: images under ``features_key``, integer labels under ``labels_key``."""
+
+    shape: list[Annotated[int, Field(gt=0, le=4096)]] = Field(min_length=2, max_length=3)
+    pixel_range: PixelRange
+    class_names: list[Annotated[str, Field(max_length=200)]] = Field(
+        min_length=2, max_length=10_000
+    )
+    features_key: str = Field(default="x", max_length=64)
+    labels_key: str = Field(default="y", max_length=64)
+
+
+class PrivacyTerms(_Strict):
+    epsilon_total: float = Field(gt=0, le=100, description="Total budget over all runs.")
+    delta: float = Field(gt=0, lt=0.01, description="Must also stay below 1/rows.")
+    max_epsilon_per_run: float = Field(gt=0, le=100, description="Cap on one run's epsilon.")
+
+    @model_validator(mode="after")
+    def _cap_within_total(self) -> PrivacyTerms:
+        if self.max_epsilon_per_run > self.epsilon_total:
+            raise ValueError("max_epsilon_per_run cannot exceed epsilon_total")
+        return self
+
+
+class PricePolicy(_Strict):
+    per_run: Decimal = Field(ge=0, max_digits=12, decimal_places=3, allow_inf_nan=False)
+    per_epsilon: Decimal = Field(ge=0, max_digits=12, decimal_places=3, allow_inf_nan=False)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+
+
+class DatasetCreate(_Strict):
+    """A listing draft: everything but the file."""
+
+    title: Name
+    description: str = Field(default="", max_length=5000)
+    licence: str = Field(min_length=1, max_length=64)
+    tags: list[Tag] = Field(default_factory=list, max_length=20)
+    format: DatasetFormat
+    label: Name | None = None
+    columns: list[Column] | None = Field(default=None, min_length=1, max_length=10_000)
+    image: ImageSpec | None = None
+    privacy: PrivacyTerms
+    price: PricePolicy
+
+    @model_validator(mode="after")
+    def _tabular_or_image(self) -> DatasetCreate:
+        if self.format is DatasetFormat.NPZ:
+            if self.image is None or self.columns is not None:
+                raise ValueError(
+                    "an npz dataset declares 'image' (shape, pixel_range, class_names)"
+                )
+        elif self.columns is None or self.image is not None or self.label is None:
+            raise ValueError("a csv or parquet dataset declares 'columns' and its 'label' column")
+        return self
+
+    @field_validator("tags")
+    @classmethod
+    def _unique_tags(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
+
+
+class Budget(BaseModel):
+    epsilon_total: float
+    delta: float
+    epsilon_spent: float
+    epsilon_remaining: float
+    max_epsilon_per_run: float
+
+
+class Price(BaseModel):
+    per_run: str = Field(description="Decimal string in `currency`.")
+    per_epsilon: str
+    currency: str
+
+
+class DatasetPublic(BaseModel):
+    """A listing as anyone signed in sees it: metadata and terms, never a row."""
+
+    id: str
+    owner_id: int
+    status: DatasetStatus
+    title: str
+    description: str
+    licence: str
+    tags: list[str]
+    format: DatasetFormat
+    label: str | None
+    columns: list[Column] | None = None
+    image: ImageSpec | None = None
+    rows: int | None
+    budget: Budget
+    price: Price
+    created_at: datetime
+    listed_at: datetime | None
+
+
+class DatasetPage(BaseModel):
+    items: list[DatasetPublic]
+    total: int
+    page: int
+    page_size: int
+
+
+class CatalogQuery(BaseModel):
+    q: str | None = Field(
+        default=None, max_length=200, description="Words in title, description or tags."
+    )
+    tag: str | None = Field(default=None, max_length=40)
+    page: int = Field(default=1, ge=1, le=10_000)
+    mine: bool = Field(default=False, description="Only your own listings, drafts included.")
+
+
+class DatasetPath(BaseModel):
+    dataset_id: str = Field(max_length=64)

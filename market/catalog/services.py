@@ -1,0 +1,322 @@
+"""Catalog rules: drafts, uploads, search, detail and crypto-shredding delisting.
+
+Who sees what: listed datasets are visible to everyone signed in; drafts to their owner;
+delisted ones to their owner, auditors and admins (the ledgers refer to them). A dataset a
+caller may not see reads as not found, so ids of others' drafts are not confirmed.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, or_
+from sqlmodel import Session, col, select
+
+from market.accounts.models import Role, User
+from market.accounts.services import require_role
+from market.catalog.models import Dataset, DatasetFormat, DatasetStatus, DatasetTag
+from market.catalog.schemas import Budget, DatasetCreate, DatasetPublic, Price
+from market.db import utcnow
+from market.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from market.money import from_minor, to_minor
+from privacy.errors import SchemaError
+from privacy.preprocessing import describe
+
+CONTENT_TYPES = {
+    "text/csv": DatasetFormat.CSV,
+    "application/vnd.apache.parquet": DatasetFormat.PARQUET,
+    "application/x-parquet": DatasetFormat.PARQUET,
+    "application/x-npz": DatasetFormat.NPZ,
+}
+MEDIA_TYPE_OF = {
+    DatasetFormat.CSV: "text/csv",
+    DatasetFormat.PARQUET: "application/vnd.apache.parquet",
+    DatasetFormat.NPZ: "application/x-npz",
+}
+
+
+def metadata_of(dataset: Dataset) -> dict[str, Any]:
+    """The public metadata in API.md's shape (what ``privacy.preprocessing`` reads)."""
+    meta: dict[str, Any] = {"format": dataset.format.value, "label": dataset.label}
+    meta.update(dataset.data_schema)
+    return meta
+
+
+def preprocessing_of(dataset: Dataset) -> dict[str, Any]:
+    return describe(metadata_of(dataset))
+
+
+def create_draft(session: Session, *, owner: User, data: DatasetCreate, currency: str) -> Dataset:
+    require_role(owner, Role.OWNER)
+    if data.price.currency != currency:
+        raise ValidationFailed(
+            f"prices on this marketplace are in {currency}, not {data.price.currency}",
+            details={"field": "price.currency", "expected": currency},
+        )
+    schema: dict[str, Any] = (
+        {"image": data.image.model_dump()}
+        if data.image is not None
+        else {"columns": [c.model_dump() for c in data.columns or []]}
+    )
+    try:
+        describe({"format": data.format.value, "label": data.label, **schema})
+    except SchemaError as exc:
+        raise ValidationFailed(str(exc), details=exc.details) from exc
+    try:
+        per_run = to_minor(data.price.per_run, currency)
+        per_epsilon = to_minor(data.price.per_epsilon, currency)
+    except ValueError as exc:
+        raise ValidationFailed(str(exc), details={"field": "price"}) from exc
+    dataset = Dataset.model_validate(
+        {
+            "id": uuid.uuid4().hex,
+            "owner_id": owner.id,
+            "title": data.title,
+            "description": data.description,
+            "licence": data.licence,
+            "format": data.format,
+            "label": data.label if data.image is None else None,
+            "data_schema": schema,
+            "epsilon_total": data.privacy.epsilon_total,
+            "delta": data.privacy.delta,
+            "max_epsilon_per_run": data.privacy.max_epsilon_per_run,
+            "price_per_run_minor": per_run,
+            "price_per_epsilon_minor": per_epsilon,
+            "currency": currency,
+        }
+    )
+    session.add(dataset)
+    session.flush()
+    for tag in data.tags:
+        session.add(DatasetTag(dataset_id=dataset.id, tag=tag))
+    return dataset
+
+
+def _may_see(actor: User, dataset: Dataset) -> bool:
+    if dataset.status is DatasetStatus.LISTED or dataset.owner_id == actor.id:
+        return True
+    if dataset.status is DatasetStatus.DELISTED:
+        return actor.role in (Role.AUDITOR, Role.ADMIN)
+    return actor.role is Role.ADMIN
+
+
+def get_dataset(session: Session, *, actor: User, dataset_id: str) -> Dataset:
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None or not _may_see(actor, dataset):
+        raise NotFound(f"no dataset {dataset_id}", details={"dataset_id": dataset_id})
+    return dataset
+
+
+def get_own_dataset(session: Session, *, actor: User, dataset_id: str) -> Dataset:
+    """A dataset the caller may change: their own (admins may change any)."""
+    dataset = get_dataset(session, actor=actor, dataset_id=dataset_id)
+    if dataset.owner_id != actor.id and actor.role is not Role.ADMIN:
+        raise PermissionDenied("only the dataset's owner may change it")
+    return dataset
+
+
+def prepare_upload(
+    session: Session, *, actor: User, dataset_id: str, content_type: str | None
+) -> Dataset:
+    """Check, before any byte is read, that this caller may upload this file type here."""
+    from market.errors import UnsupportedMediaType
+
+    dataset = get_own_dataset(session, actor=actor, dataset_id=dataset_id)
+    if dataset.status is not DatasetStatus.DRAFT:
+        raise Conflict(
+            f"dataset {dataset_id} is {dataset.status.value}; a listed file cannot be replaced",
+            details={"status": dataset.status.value},
+        )
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    sent = CONTENT_TYPES.get(media_type)
+    expected = MEDIA_TYPE_OF[dataset.format]
+    if sent is not dataset.format:
+        raise UnsupportedMediaType(
+            f"this dataset was declared as {dataset.format.value}: send Content-Type: {expected}",
+            details={"expected": expected, "received": media_type or None},
+        )
+    return dataset
+
+
+def check_delta_fits_rows(dataset: Dataset, rows: int) -> None:
+    """Delta must stay below 1/n: a larger delta permits releasing a whole row outright."""
+    if not dataset.delta < 1.0 / rows:
+        raise ValidationFailed(
+            f"delta {dataset.delta:g} must be below 1/rows = {1.0 / rows:.3g} for this file; "
+            "lower the dataset's delta",
+            details={"field": "privacy.delta", "rows": rows, "max_delta": 1.0 / rows},
+        )
+
+
+def list_file(
+    session: Session,
+    *,
+    actor: User,
+    dataset_id: str,
+    storage_name: str,
+    wrapped_key: bytes,
+    key_version: int,
+    rows: int,
+    ciphertext_bytes: int,
+) -> Dataset:
+    """Attach the stored file and list the dataset, in the caller's transaction."""
+    dataset = get_own_dataset(session, actor=actor, dataset_id=dataset_id)
+    if dataset.status is not DatasetStatus.DRAFT:
+        raise Conflict(f"dataset {dataset_id} was listed by another upload meanwhile")
+    check_delta_fits_rows(dataset, rows)
+    now = utcnow()
+    dataset.storage_name = storage_name
+    dataset.wrapped_key = wrapped_key
+    dataset.key_version = key_version
+    dataset.rows = rows
+    dataset.ciphertext_bytes = ciphertext_bytes
+    dataset.status = DatasetStatus.LISTED
+    dataset.listed_at = now
+    dataset.updated_at = now
+    session.add(dataset)
+    return dataset
+
+
+def delist(session: Session, *, actor: User, dataset_id: str) -> tuple[Dataset, str | None]:
+    """Withdraw and crypto-shred: the wrapped data key is destroyed, so the ciphertext is
+    noise. Returns the storage name whose file the caller deletes after committing."""
+    dataset = get_own_dataset(session, actor=actor, dataset_id=dataset_id)
+    if dataset.status is DatasetStatus.DELISTED:
+        return dataset, None
+    storage_name = dataset.storage_name
+    now = utcnow()
+    dataset.wrapped_key = None
+    dataset.storage_name = None
+    dataset.status = DatasetStatus.DELISTED
+    dataset.delisted_at = now
+    dataset.updated_at = now
+    session.add(dataset)
+    return dataset, storage_name
+
+
+@dataclass(frozen=True)
+class CatalogPage:
+    items: list[Dataset]
+    total: int
+    page: int
+    page_size: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(self.total / self.page_size))
+
+
+def search(
+    session: Session,
+    *,
+    actor: User,
+    q: str | None = None,
+    tag: str | None = None,
+    page: int = 1,
+    page_size: int = 20,
+    mine: bool = False,
+) -> CatalogPage:
+    """Listed datasets matching every word of ``q`` (title, description, tags) and ``tag``;
+    with ``mine``, the caller's own datasets in any status."""
+    statement = select(Dataset)
+    if mine:
+        statement = statement.where(Dataset.owner_id == actor.id)
+    else:
+        statement = statement.where(Dataset.status == DatasetStatus.LISTED)
+    if tag:
+        tagged = select(DatasetTag.dataset_id).where(DatasetTag.tag == tag.strip().lower())
+        statement = statement.where(col(Dataset.id).in_(tagged))
+    for word in (q or "").split()[:10]:
+        pattern = f"%{_escape_like(word.lower())}%"
+        tag_match = select(DatasetTag.dataset_id).where(
+            col(DatasetTag.tag).like(pattern, escape="\\")
+        )
+        statement = statement.where(
+            or_(
+                func.lower(Dataset.title).like(pattern, escape="\\"),
+                func.lower(Dataset.description).like(pattern, escape="\\"),
+                col(Dataset.id).in_(tag_match),
+            )
+        )
+    total = session.exec(select(func.count()).select_from(statement.subquery())).one()
+    items = session.exec(
+        statement.order_by(col(Dataset.created_at).desc(), col(Dataset.id))
+        .offset((page - 1) * page_size)
+        .limit(page_size)
+    ).all()
+    return CatalogPage(items=list(items), total=int(total), page=page, page_size=page_size)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def tags_of(session: Session, dataset_ids: list[str]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {i: [] for i in dataset_ids}
+    if dataset_ids:
+        rows = session.exec(
+            select(DatasetTag)
+            .where(col(DatasetTag.dataset_id).in_(dataset_ids))
+            .order_by(col(DatasetTag.tag))
+        ).all()
+        for row in rows:
+            found[row.dataset_id].append(row.tag)
+    return found
+
+
+def budget_of(session: Session, dataset: Dataset) -> Budget:
+    """The dataset's privacy budget. Nothing is sold yet, so nothing is spent; the trading
+    package replaces ``epsilon_spent`` with the ledger's composition of every release."""
+    spent = 0.0
+    return Budget(
+        epsilon_total=dataset.epsilon_total,
+        delta=dataset.delta,
+        epsilon_spent=spent,
+        epsilon_remaining=max(0.0, dataset.epsilon_total - spent),
+        max_epsilon_per_run=dataset.max_epsilon_per_run,
+    )
+
+
+def to_public(session: Session, dataset: Dataset, tags: list[str] | None = None) -> DatasetPublic:
+    if tags is None:
+        tags = tags_of(session, [dataset.id])[dataset.id]
+    schema = dataset.data_schema
+    return DatasetPublic.model_validate(
+        {
+            "id": dataset.id,
+            "owner_id": dataset.owner_id,
+            "status": dataset.status,
+            "title": dataset.title,
+            "description": dataset.description,
+            "licence": dataset.licence,
+            "tags": tags,
+            "format": dataset.format,
+            "label": dataset.label,
+            "columns": schema.get("columns"),
+            "image": schema.get("image"),
+            "rows": dataset.rows,
+            "budget": budget_of(session, dataset),
+            "price": Price(
+                per_run=str(from_minor(dataset.price_per_run_minor, dataset.currency)),
+                per_epsilon=str(from_minor(dataset.price_per_epsilon_minor, dataset.currency)),
+                currency=dataset.currency,
+            ),
+            "created_at": dataset.created_at,
+            "listed_at": dataset.listed_at,
+        }
+    )
+
+
+def referenced_files(session: Session) -> set[str]:
+    names = session.exec(select(Dataset.storage_name).where(col(Dataset.storage_name).is_not(None)))
+    return {name for name in names if name}
+
+
+def discard_draft(session: Session, *, actor: User, dataset_id: str) -> None:
+    """Remove a draft the web form created when its file was refused (nothing stays behind)."""
+    dataset = get_own_dataset(session, actor=actor, dataset_id=dataset_id)
+    if dataset.status is DatasetStatus.DRAFT:
+        session.delete(dataset)

@@ -1,0 +1,176 @@
+"""Catalog pages: search, a dataset's page, an owner's datasets and the upload form.
+
+The upload form is read as a stream (market.catalog.streams.StreamingForm), never through
+``request.form``/``request.files``, so the file's plaintext is never spooled to disk. For the
+same reason it is exempt from the global CSRF check (which would parse the whole form) and
+checks the form's CSRF token itself before reading the file.
+"""
+
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+from flask_wtf.csrf import validate_csrf
+from pydantic import ValidationError
+from werkzeug.wrappers import Response
+from wtforms import ValidationError as CsrfInvalid
+
+from market.accounts.forms import ConfirmForm
+from market.accounts.models import Role, User
+from market.accounts.services import require_role
+from market.catalog import services as catalog
+from market.catalog.schemas import DatasetCreate
+from market.catalog.streams import StreamingForm
+from market.catalog.uploads import upload_dataset_file
+from market.errors import MarketError, field_errors
+from market.extensions import csrf
+from market.services import services
+
+bp = Blueprint("catalog", __name__)
+
+EXAMPLE_METADATA = {
+    "title": "Breast cancer diagnoses",
+    "description": "Cell nucleus measurements with benign/malignant labels.",
+    "licence": "CC-BY-4.0",
+    "tags": ["health"],
+    "format": "csv",
+    "label": "diagnosis",
+    "columns": [
+        {"name": "radius", "type": "numeric", "min": 0, "max": 40},
+        {"name": "texture", "type": "numeric", "min": 0, "max": 50},
+        {"name": "diagnosis", "type": "categorical", "categories": ["benign", "malignant"]},
+    ],
+    "privacy": {"epsilon_total": 10.0, "delta": 1e-6, "max_epsilon_per_run": 2.0},
+    "price": {"per_run": "5.00", "per_epsilon": "2.00", "currency": "EUR"},
+}
+
+
+def _user() -> User:
+    user: User = current_user
+    return user
+
+
+@bp.get("/datasets")
+@login_required
+def catalog_page() -> str:
+    q = request.args.get("q", "")[:200]
+    tag = request.args.get("tag", "")[:40]
+    page = max(1, min(request.args.get("page", 1, type=int) or 1, 10_000))
+    market = services()
+    with market.database.read() as session:
+        found = catalog.search(
+            session,
+            actor=_user(),
+            q=q,
+            tag=tag,
+            page=page,
+            page_size=market.settings.catalog.page_size,
+        )
+        tags = catalog.tags_of(session, [d.id for d in found.items])
+        items = [catalog.to_public(session, d, tags=tags[d.id]) for d in found.items]
+    return render_template("catalog.html", items=items, found=found, q=q, tag=tag)
+
+
+@bp.get("/datasets/<dataset_id>")
+@login_required
+def dataset_page(dataset_id: str) -> str:
+    with services().database.read() as session:
+        dataset = catalog.get_dataset(session, actor=_user(), dataset_id=dataset_id)
+        public = catalog.to_public(session, dataset)
+    return render_template(
+        "dataset.html",
+        dataset=public,
+        is_owner=dataset.owner_id == _user().id,
+        confirm_form=ConfirmForm(),
+    )
+
+
+@bp.get("/my/datasets")
+@login_required
+def my_datasets() -> str:
+    require_role(_user(), Role.OWNER)
+    with services().database.read() as session:
+        found = catalog.search(session, actor=_user(), mine=True, page_size=200)
+        tags = catalog.tags_of(session, [d.id for d in found.items])
+        items = [catalog.to_public(session, d, tags=tags[d.id]) for d in found.items]
+    return render_template("my_datasets.html", items=items, confirm_form=ConfirmForm())
+
+
+@bp.get("/datasets/new")
+@login_required
+def new_dataset_form() -> str:
+    require_role(_user(), Role.OWNER)
+    return render_template(
+        "new_dataset.html", metadata=json.dumps(EXAMPLE_METADATA, indent=2), errors=[]
+    )
+
+
+@bp.post("/datasets/new")
+@csrf.exempt
+@login_required
+def new_dataset() -> Response | tuple[str, int]:
+    require_role(_user(), Role.OWNER)
+    market = services()
+    mimetype = request.mimetype
+    boundary = request.mimetype_params.get("boundary")
+    if mimetype != "multipart/form-data" or not boundary:
+        abort(400, "the upload form must be sent as multipart/form-data")
+    form = StreamingForm(
+        request.stream, boundary, max_bytes=market.settings.catalog.max_upload_bytes + (1 << 20)
+    )
+    try:
+        fields = form.read_fields()
+        validate_csrf(fields.get("csrf_token"))
+    except CsrfInvalid:
+        abort(400, "the form's CSRF token is missing or expired; reload the page")
+    metadata_text = fields.get("metadata", "")
+
+    def form_error(messages: list[str], status: int) -> tuple[str, int]:
+        return render_template("new_dataset.html", metadata=metadata_text, errors=messages), status
+
+    try:
+        data = DatasetCreate.model_validate_json(metadata_text or "{}")
+    except ValidationError as exc:
+        return form_error([f"{e['field']}: {e['message']}" for e in field_errors(exc)], 422)
+    if form.filename is None:
+        return form_error(["choose the dataset's file"], 422)
+    try:
+        with market.database.write() as session:
+            draft = catalog.create_draft(
+                session, owner=_user(), data=data, currency=market.settings.catalog.currency
+            )
+        content_type = catalog.MEDIA_TYPE_OF[draft.format]
+    except MarketError as exc:
+        return form_error([exc.message], exc.status)
+    try:
+        dataset = upload_dataset_file(
+            market,
+            actor=_user(),
+            dataset_id=draft.id,
+            content_type=content_type,
+            chunks=form.file_chunks(),
+        )
+    except BaseException as exc:
+        with market.database.write() as session:
+            catalog.discard_draft(session, actor=_user(), dataset_id=draft.id)
+        if isinstance(exc, MarketError):
+            return form_error([exc.message], exc.status)
+        raise
+    flash(f"Listed “{dataset.title}” with {dataset.rows:,} rows.", "info")
+    return redirect(url_for("catalog.dataset_page", dataset_id=dataset.id))
+
+
+@bp.post("/datasets/<dataset_id>/delete")
+@login_required
+def delete_dataset(dataset_id: str) -> Response:
+    form = ConfirmForm()
+    if form.validate_on_submit():
+        market = services()
+        with market.database.write() as session:
+            dataset, storage_name = catalog.delist(session, actor=_user(), dataset_id=dataset_id)
+        if storage_name:
+            market.store.delete(storage_name)
+        flash(f"Delisted “{dataset.title}”; its data key is destroyed.", "info")
+    return redirect(url_for("catalog.my_datasets"))
