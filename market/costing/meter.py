@@ -98,7 +98,9 @@ class EstimatedMeter:
         gpus: int = 0,
         gpu_tdp_w: float = 0.0,
         gpu_utilisation: float = 1.0,
+        include_host: bool = True,
     ) -> None:
+        self.include_host = include_host
         self.cores = cores
         self.watts_per_core = watts_per_core
         self.watts_per_gb = watts_per_gb
@@ -113,11 +115,13 @@ class EstimatedMeter:
         pass
 
     def finish(self, usage: Usage) -> EnergyReading:
-        busy_core_seconds = min(usage.cpu_seconds, self.cores * usage.seconds)
-        joules = {
-            "cpu": busy_core_seconds * self.watts_per_core,
-            "memory": usage.peak_rss_bytes / BYTES_PER_GB * self.watts_per_gb * usage.seconds,
-        }
+        joules: dict[str, float] = {}
+        if self.include_host:
+            busy_core_seconds = min(usage.cpu_seconds, self.cores * usage.seconds)
+            joules["cpu"] = busy_core_seconds * self.watts_per_core
+            joules["memory"] = (
+                usage.peak_rss_bytes / BYTES_PER_GB * self.watts_per_gb * usage.seconds
+            )
         if self.gpus:
             joules["gpu"] = self.gpus * self.gpu_tdp_w * self.gpu_utilisation * usage.seconds
         return EnergyReading("estimated", joules)
@@ -127,12 +131,14 @@ class EstimatedMeter:
 
 
 class RaplMeter:
-    """CPU package and DRAM energy from RAPL counters."""
+    """CPU package and DRAM energy from RAPL counters; on a GPU worker whose GPUs NVML cannot
+    measure, their energy is added by the estimate (RAPL does not see GPUs) and said so."""
 
     method: MeterMethod = "rapl"
 
-    def __init__(self, reader: RaplReader) -> None:
+    def __init__(self, reader: RaplReader, *, gpu_estimate: EstimatedMeter | None = None) -> None:
         self.reader = reader
+        self.gpu_estimate = gpu_estimate
 
     def start(self) -> None:
         self.reader.start()
@@ -142,7 +148,12 @@ class RaplMeter:
 
     def finish(self, usage: Usage) -> EnergyReading:
         self.reader.poll()
-        return EnergyReading("rapl", self.reader.joules_by_zone())
+        joules = self.reader.joules_by_zone()
+        if self.gpu_estimate is None:
+            return EnergyReading("rapl", joules)
+        gpu = self.gpu_estimate.finish(usage).joules
+        joules.update({f"{name}-estimated": value for name, value in gpu.items()})
+        return EnergyReading("rapl", joules, ("GPU energy estimated: TDP x usage factor",))
 
     def close(self) -> None:
         pass
@@ -206,15 +217,25 @@ def select_meter(
     """
     notes: list[str] = []
 
-    def host_meter() -> EnergyMeter:
-        try:
-            return RaplMeter(
-                RaplReader(
-                    settings.rapl_root,
-                    prefix=settings.rapl_zone_prefix,
-                    domains=settings.rapl_domains,
-                )
+    def host_meter(*, gpus_measured: bool) -> EnergyMeter:
+        gpu_estimate = None
+        if worker.gpus and not gpus_measured:
+            gpu_estimate = EstimatedMeter(
+                cores=0,
+                watts_per_core=0.0,
+                watts_per_gb=0.0,
+                gpus=worker.gpus,
+                gpu_tdp_w=worker.gpu_tdp_w,
+                gpu_utilisation=settings.gpu_utilisation,
+                include_host=False,
             )
+        try:
+            reader = RaplReader(
+                settings.rapl_root,
+                prefix=settings.rapl_zone_prefix,
+                domains=settings.rapl_domains,
+            )
+            return RaplMeter(reader, gpu_estimate=gpu_estimate)
         except RaplUnavailable as exc:
             notes.append(f"rapl unavailable: {exc}")
         cpu_only = worker.model_copy(update={"gpus": 0, "gpu_tdp_w": 0.0, "kind": "cpu"})
@@ -232,8 +253,8 @@ def select_meter(
             except NvmlUnavailable as exc:
                 notes.append(f"nvml unavailable: {exc}")
             else:
-                return NvmlMeter(reader, host_meter()), tuple(notes)
-    host = host_meter()
+                return NvmlMeter(reader, host_meter(gpus_measured=True)), tuple(notes)
+    host = host_meter(gpus_measured=False)
     if isinstance(host, EstimatedMeter):
         return estimated_meter(settings, worker), tuple(notes)
     return host, tuple(notes)
@@ -357,7 +378,7 @@ class _Sampler(threading.Thread):
         if self.meter_error is None:
             try:
                 self.meter.poll()
-            except (RaplUnavailable, NvmlUnavailable, OSError) as exc:
+            except Exception as exc:  # a failing meter must never lose the measurement
                 self.meter_error = exc
         self.samples += 1
 
@@ -375,9 +396,10 @@ def measure(
     process: psutil.Process | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> Iterator[MeterRun]:
-    """Measure the block. ``meter`` overrides ``select_meter`` (tests, or a caller that
-    chose once at worker start); the measurement is recorded even if the block raises,
-    with ``completed=False``, since a failed run still used energy."""
+    """Measure the block. ``meter`` overrides ``select_meter`` (tests, or a caller with its
+    own choice); it is started and closed here, so a meter serves one run. The measurement
+    is recorded even if the block raises, with ``completed=False``, since a failed run still
+    used energy."""
     notes: tuple[str, ...] = ()
     if meter is None:
         meter, notes = select_meter(settings, worker)
@@ -390,7 +412,7 @@ def measure(
     meter_failed: Exception | None = None
     try:
         meter.start()
-    except (RaplUnavailable, NvmlUnavailable, OSError) as exc:
+    except Exception as exc:  # fall back to the estimate, as for a failure mid-run
         meter_failed = exc
         sampler.meter_error = exc
     t0 = clock()
@@ -412,9 +434,12 @@ def measure(
         if meter_failed is None:
             try:
                 reading = meter.finish(usage)
-            except (RaplUnavailable, NvmlUnavailable, OSError) as exc:
+            except Exception as exc:
                 meter_failed = exc
-        meter.close()
+        try:
+            meter.close()
+        except Exception as exc:  # closing is housekeeping; the reading is already taken
+            notes += (f"closing the {meter.method} meter failed: {exc}",)
         if reading is None:
             reading = fallback.finish(usage)
             notes += (f"{meter.method} failed during the run ({meter_failed}); estimated",)

@@ -142,9 +142,12 @@ def greenest_start(
             f"a run of {duration} started now ends after the deadline {deadline.isoformat()}",
             details={"deadline": deadline.isoformat(), "duration_s": duration.total_seconds()},
         )
+    # The profile repeats daily, so the emissions of start s and s + 24 h are equal: the
+    # earliest best start lies in the first day of the window, whatever the deadline.
+    search_until = min(latest, now + timedelta(days=1))
     best_start = now
     best = now_intensity = mean_intensity(profile, now, duration)
-    for start in candidate_starts(now, latest, duration):
+    for start in candidate_starts(now, search_until, duration):
         value = mean_intensity(profile, start, duration)
         if value < best:
             best, best_start = value, start

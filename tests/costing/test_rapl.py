@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from market.costing.meter import EstimatedMeter, RaplMeter, measure, select_meter
+from market.costing.nvml import NvmlUnavailable
 from market.costing.rapl import RaplReader, RaplUnavailable, counter_delta, discover_zones
 from market.costing.settings import MeterSettings, WorkerClassSettings
+from tests.costing.conftest import make_worker
 
 MAX_RANGE = 262_143_328_850  # a real package counter's max_energy_range_uj
 DOMAINS = ("package", "dram")
@@ -145,3 +147,36 @@ def test_counter_lost_mid_run_falls_back_to_the_estimate(
     assert result.method == "estimated"
     assert any("rapl failed during the run" in note for note in result.notes)
     assert set(result.energy_components_kwh) == {"cpu", "memory"}
+
+
+def test_gpu_worker_without_nvml_adds_the_gpu_estimate_to_rapl(
+    powercap: dict[str, Path],
+) -> None:
+    gpu_worker = make_worker(kind="gpu", resources=1, server_resources=8, gpus=1, gpu_tdp_w=400.0)
+
+    def missing() -> object:
+        raise NvmlUnavailable("no NVML")
+
+    settings = MeterSettings(rapl_root=powercap["root"], sample_interval_s=0.05)
+    meter, notes = select_meter(settings, gpu_worker, nvml_loader=missing)
+    assert isinstance(meter, RaplMeter)
+    assert notes == ("nvml unavailable: no NVML",)
+    with measure(settings, gpu_worker, meter=meter) as run:
+        set_energy(powercap["package0"], 1_000_000 + 3_600_000)
+    result = run.measurement
+    assert result.method == "rapl"
+    gpu_joules = result.energy_components_kwh["gpu-estimated"] * 3.6e6
+    assert gpu_joules == pytest.approx(400.0 * result.seconds)
+    assert "GPU energy estimated: TDP x usage factor" in result.notes
+
+
+def test_counter_unreadable_at_start_falls_back(
+    powercap: dict[str, Path], worker: WorkerClassSettings
+) -> None:
+    settings = MeterSettings(rapl_root=powercap["root"], sample_interval_s=0.05)
+    meter, _ = select_meter(settings, worker)
+    (powercap["package1"] / "energy_uj").write_text("garbage\n")
+    with measure(settings, worker, meter=meter) as run:
+        pass
+    assert run.measurement.method == "estimated"
+    assert any("not an integer" in note for note in run.measurement.notes)

@@ -132,3 +132,8 @@ def test_candidates_include_both_ends_and_boundaries() -> None:
     starts = candidate_starts(at(28, 0, 10), at(28, 2, 0), timedelta(minutes=90))
     assert starts[0] == at(28, 0, 10) and starts[-1] == at(28, 2)
     assert at(28, 1) in starts and at(28, 0, 30) in starts  # on a boundary; ending on 02:00
+
+
+def test_a_deadline_days_away_picks_the_first_green_window() -> None:
+    choice = greenest_start(profile({3}), at(1, 22), timedelta(hours=1), at(28, 0))
+    assert choice.start == at(2, 3)

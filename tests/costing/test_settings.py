@@ -42,7 +42,7 @@ def test_defaults_load_and_are_consistent() -> None:
 
 def test_profiles_average_to_the_annual_intensity_they_cite() -> None:
     for name, region in load_default_settings().regions.items():
-        mean = sum(region.hourly_intensity_g_per_kwh) / 24
+        mean = sum(region.hourly_intensity_g_per_kwh, Decimal(0)) / 24
         assert abs(mean - region.grid_intensity_g_per_kwh) <= 1, name
 
 
