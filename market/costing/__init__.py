@@ -8,6 +8,7 @@ Layers, each usable alone::
     meter      measure(): the context manager around a run -> Measurement
     pricing    price_run(): Measurement or RunEstimate -> CostBreakdown (and SCI)
     schedule   greenest_start(): the lowest-carbon start before a deadline
+    quote      quote_costs(): estimate + price now and at the greenest start, for quotes
 """
 
 from market.costing.errors import CostingError, CurrencyMismatch, DeadlineTooSoon
@@ -27,6 +28,7 @@ from market.costing.meter import (
 )
 from market.costing.money import Money, quantize
 from market.costing.pricing import CostBreakdown, price_run
+from market.costing.quote import QuoteCosts, quote_costs
 from market.costing.schedule import ScheduleChoice, greenest_start, mean_intensity
 from market.costing.settings import (
     CostingSettings,
@@ -49,6 +51,7 @@ __all__ = [
     "MeterRun",
     "MeterSettings",
     "Money",
+    "QuoteCosts",
     "RegionSettings",
     "RunEstimate",
     "ScheduleChoice",
@@ -63,5 +66,6 @@ __all__ = [
     "measure",
     "price_run",
     "quantize",
+    "quote_costs",
     "select_meter",
 ]
