@@ -25,3 +25,21 @@ def login(client: FlaskClient, email: str, password: str) -> int:
         "/login", data={"email": email, "password": password, "csrf_token": token}
     )
     return response.status_code
+
+
+def multipart_body(fields: dict[str, str], file: tuple[str, str, bytes]) -> tuple[bytes, str]:
+    """A multipart/form-data body built in memory, fields first (as a browser sends them)."""
+    boundary = "----market-test-boundary-7d9f"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    ]
+    name, filename, content = file
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+        f"Content-Type: application/octet-stream\r\n\r\n".encode()
+        + content
+        + b"\r\n"
+    )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"

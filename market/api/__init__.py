@@ -7,7 +7,10 @@ package holds what they share and registers them.
 
 from __future__ import annotations
 
-from flask import Flask, Response, jsonify, request
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import Flask, Response, current_app, jsonify, request
 from flask_openapi3 import OpenAPI
 from pydantic import ValidationError
 
@@ -41,8 +44,20 @@ def validation_error_response(exc: ValidationError) -> Response:
     return response
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def raw_body(view: F) -> F:
+    """Mark an endpoint whose body is a file stream: never parse or buffer it as JSON."""
+    view.raw_body = True  # type: ignore[attr-defined]
+    return view
+
+
 def _reject_malformed_json() -> None:
     """Say "invalid JSON" instead of a confusing validation error for an unparsable body."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    if getattr(view, "raw_body", False):
+        return
     if request.method in {"POST", "PUT", "PATCH"} and request.is_json and request.content_length:
         try:
             request.get_json()

@@ -6,7 +6,7 @@ from flask import request
 from flask_openapi3 import APIBlueprint, Tag
 
 from market.accounts.models import Role
-from market.api import API_V1, BEARER
+from market.api import API_V1, BEARER, raw_body
 from market.api.auth import api_login_required, caller
 from market.api.schemas import COMMON_ERRORS, ErrorBody
 from market.catalog import services as catalog
@@ -68,6 +68,7 @@ def create_dataset(body: DatasetCreate):
     openapi_extensions=_FILE_BODY,
 )
 @api_login_required(Role.OWNER)
+@raw_body
 def upload_file(path: DatasetPath):
     market = services()
     dataset = upload_dataset_file(

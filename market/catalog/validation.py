@@ -147,6 +147,8 @@ def _validate_csv(
                 rows += table.num_rows
     except pa.ArrowInvalid as exc:
         raise ValidationFailed(_csv_error(str(exc))) from None
+    except UnicodeDecodeError:
+        raise ValidationFailed("the CSV is not valid UTF-8 text") from None
     if problems:
         details = {"columns": problems, "rows": rows}
         raise ValidationFailed(
