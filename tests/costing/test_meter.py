@@ -38,7 +38,7 @@ def test_real_cpu_workload_is_estimated_with_energy(
     assert result.cpu_seconds > 0.05  # > 0; low bar, the 2 shared cores may be busy
     assert result.energy_kwh > 0
     assert result.peak_rss_bytes > 10 * 1024 * 1024
-    assert result.samples >= 10  # 0.05 s interval over a second
+    assert result.samples >= 5  # 0.05 s interval over a second: ~20, fewer under load
     assert result.avg_power_w == pytest.approx(result.energy_kwh * 3.6e6 / result.seconds)
     assert sum(result.energy_components_kwh.values()) == pytest.approx(result.energy_kwh)
     assert 0 < result.cpu_utilisation <= 1
