@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from market.costing.settings import CostingSettings
 from market.errors import ConfigurationError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -77,7 +78,6 @@ class CatalogSettings(_Section):
     max_upload_bytes: int = Field(default=1 << 30, gt=0)
     max_in_memory_bytes: int = Field(default=256 << 20, gt=0)
     page_size: int = Field(default=20, ge=1, le=200)
-    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
 
 
 class Settings(_Section):
@@ -92,6 +92,8 @@ class Settings(_Section):
     ratelimit: RateLimitSettings = RateLimitSettings()
     vault: VaultSettings = VaultSettings()
     catalog: CatalogSettings = CatalogSettings()
+    # No code defaults: every coefficient is declared, with its source, in default.toml.
+    costing: CostingSettings
 
     @field_validator("home")
     @classmethod

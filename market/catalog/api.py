@@ -54,7 +54,7 @@ def create_dataset(body: DatasetCreate):
     market = services()
     with market.database.write() as session:
         dataset = catalog.create_draft(
-            session, owner=caller(), data=body, currency=market.settings.catalog.currency
+            session, owner=caller(), data=body, currency=market.settings.costing.currency
         )
         out = catalog.to_public(session, dataset, tags=body.tags)
     return out.model_dump(mode="json"), 201

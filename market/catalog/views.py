@@ -139,7 +139,7 @@ def new_dataset() -> Response | tuple[str, int]:
     try:
         with market.database.write() as session:
             draft = catalog.create_draft(
-                session, owner=_user(), data=data, currency=market.settings.catalog.currency
+                session, owner=_user(), data=data, currency=market.settings.costing.currency
             )
         content_type = catalog.MEDIA_TYPE_OF[draft.format]
     except MarketError as exc:

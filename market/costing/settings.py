@@ -1,10 +1,8 @@
 """Typed settings of the cost model: worker classes, regions, the meter and the estimator.
 
-Why here and not in ``market/config.py`` yet: the costing package is built beside the rest of
-the application; these models are merged into ``Settings`` as ``Settings.costing`` later, with
-``default_settings.toml`` (same keys, every key commented with its source) merged into
-``config/default.toml`` under ``[costing...]``. Until then ``load_default_settings()`` reads the
-TOML shipped next to this module, so the package and its tests stand alone.
+They are ``Settings.costing``; their values, each commented with its source, are the
+``[costing...]`` tables of ``config/default.toml`` (there are no code defaults for
+coefficients). ``load_default_settings()`` reads just those tables, for the package's tests.
 
 Money amounts are ``Decimal`` and are written as strings in TOML (``"0.0425"``) so that no
 binary float ever enters a money path. Physical coefficients (watts, gCO2e/kWh, PUE) are
@@ -21,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-DEFAULT_SETTINGS_FILE = Path(__file__).with_name("default_settings.toml")
+DEFAULT_SETTINGS_FILE = Path(__file__).resolve().parents[2] / "config" / "default.toml"
 
 MeterChoice = Literal["auto", "rapl", "nvml", "estimated"]
 ClippingMode = Literal["none", "flat", "ghost", "hooks"]
@@ -290,7 +288,7 @@ class CostingSettings(_Section):
 
 
 def load_default_settings(path: Path = DEFAULT_SETTINGS_FILE) -> CostingSettings:
-    """The shipped defaults (``[costing]`` of default_settings.toml), validated."""
+    """The shipped defaults (``[costing]`` of config/default.toml), validated."""
     with path.open("rb") as handle:
         data = tomllib.load(handle)
     return CostingSettings.model_validate(data["costing"])
