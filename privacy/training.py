@@ -11,10 +11,12 @@ alone would cost ``metrics_fraction`` (default 10%) of the epsilon, then searche
 smallest training noise for which the *composition* of training and metrics is at most
 the epsilon. Composition is sub-additive, so training effectively keeps more than 90%.
 
-Neighbouring relation: add/remove one row. The held-out split is a seeded permutation
-of the row indices, a function of the public row count and the seed only; training and
-metrics are composed sequentially over the whole dataset (we do not claim parallel
-composition for the disjoint parts), so the total holds whichever part a row falls in.
+Neighbouring relation: add/remove one row, as in Opacus's analysis. The held-out split
+is a seeded permutation of the row indices, a function of the seed and of the row count,
+which the marketplace publishes with the listing; like Opacus and most DP training
+pipelines we treat the split as fixed given that public count. Training and metrics are
+then composed *sequentially* over the whole dataset (we do not claim parallel composition
+for the disjoint parts), so the total holds whichever part a row falls in.
 
 Randomness: ``seed`` fixes only the held-out split (so accounting and shapes are
 reproducible). Poisson sampling and gradient noise come from OS entropy: a seed a buyer

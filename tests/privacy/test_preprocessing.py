@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from privacy.errors import SchemaError, SchemaViolation
 from privacy.preprocessing import (
@@ -196,3 +198,27 @@ def test_image_violations():
 def test_unusable_metadata(meta):
     with pytest.raises(SchemaError):
         describe(meta)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    ages=st.lists(
+        st.floats(allow_nan=False, allow_infinity=False, width=32, min_value=-1e6, max_value=1e6),
+        min_size=1,
+        max_size=30,
+    ),
+    low=st.sampled_from([[0, 1], [-1, 1]]),
+)
+def test_encoded_features_stay_in_the_declared_range(ages, low):
+    d = describe({**META, "feature_range": low})
+    n = len(ages)
+    rows = {
+        "age": np.array(ages),
+        "workclass": np.array(["Self"] * n),
+        "hours": np.array(ages),
+        "income": np.array(["<=50K"] * n),
+    }
+    features = encode(d, rows).features
+    assert features.shape == (n, 5)
+    assert features.min() >= low[0] and features.max() <= low[1]
+    assert (features[:, 1:4].sum(axis=1) == 1 + 2 * low[0]).all()  # exactly one hot
