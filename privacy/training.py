@@ -590,6 +590,7 @@ def _run_epochs(
     """The DP-SGD loop; returns the logical steps taken (raises ``_Stopped`` on failure)."""
     steps = 0
     last_report = -math.inf
+    interval = progress_interval_s
     try:
         for _ in range(plan.epochs):
             with BatchMemoryManager(
@@ -602,15 +603,16 @@ def _run_epochs(
                         continue
                     steps += 1
                     now = time.perf_counter()
-                    if progress and (
-                        steps == plan.steps or now - last_report >= progress_interval_s
-                    ):
+                    if progress and (steps == plan.steps or now - last_report >= interval):
                         spent = compose_epsilon(
                             [plan.training_record(steps)],
                             delta=plan.delta,
                             accountant=plan.accountant,
                         )
                         progress(steps, plan.steps, spent)
+                        # PRV answers take up to seconds: never spend over ~10% on reports.
+                        cost = time.perf_counter() - now
+                        interval = max(progress_interval_s, 10 * cost)
                         last_report = now
     except Exception as exc:
         raise _Stopped(steps) from exc

@@ -262,8 +262,9 @@ def _outlier_data(model, rows=40, width=6):
     return x, y
 
 
+@pytest.mark.parametrize("physical", [256, 7])  # 7: one logical batch, six physical ones
 @pytest.mark.parametrize("mode", ["ghost", "hooks"])
-def test_outlier_update_is_bounded_by_the_clipping_norm(mode):
+def test_outlier_update_is_bounded_by_the_clipping_norm(mode, physical):
     torch.manual_seed(0)
     model = build_model({"template": "logistic_regression"}, input_shape=(6,), num_classes=2)
     x, y = _outlier_data(model)
@@ -276,8 +277,9 @@ def test_outlier_update_is_bounded_by_the_clipping_norm(mode):
     before = torch.cat([p.detach().flatten() for p in model.parameters()])
     result = train_private(
         model=model, features=x, labels=y, plan=plan, learning_rate=1.0, optimizer="sgd",
-        grad_sample_mode=mode,
+        grad_sample_mode=mode, max_physical_batch_size=physical,
     )  # fmt: skip
+    assert result.steps == 1
     after = torch.cat([v.flatten() for v in result.state_dict.values()])
     update = float((after - before).norm())
     assert result.grad_sample_mode == mode
