@@ -2,6 +2,22 @@
 
 The training names are loaded lazily (PEP 562): importing ``privacy`` for the vault does
 not import torch and Opacus, which take seconds and hundreds of MB in a web process.
+
+A run, end to end (every privacy parameter is keyword-only)::
+
+    description = describe_preprocessing(listing_metadata)      # public metadata only
+    model = build_model(spec, input_shape=input_shape(description),
+                        num_classes=num_classes(description), max_parameters=cap)
+    plan = plan_run(rows=n, epsilon=1.0, delta=1e-6, epochs=5, batch_size=256,
+                    max_grad_norm=1.0)                            # raises PlanError
+    ledger = PrivacyLedger(stored_records)                       # the dataset's releases
+    ledger.require_fit(plan.records(), cap_epsilon=10.0, delta=1e-6)  # BudgetExceeded
+    data = encode(description, table)                            # SchemaViolation
+    result = train_private(model=model, features=data.features, labels=data.labels,
+                           plan=plan, learning_rate=0.01, progress=report)
+    ledger.extend(result.records)                                # what was released
+    blob = model_bytes(state_dict=result.state_dict, spec=spec, preprocessing=description,
+                       input_shape=..., num_classes=..., plan=plan.to_dict())
 """
 
 from typing import TYPE_CHECKING
