@@ -140,11 +140,57 @@ def serve(host: str | None, port: int | None) -> None:
 
     settings = _settings()
     _require_migrated(settings)
-    run_server(
-        settings,
-        host=host or settings.server.host,
-        port=port or settings.server.port,
-    )
+    embedded_worker = None
+    if settings.queue.backend == "sqlite":
+        # The embedded default: one command is a whole marketplace (web + worker).
+        import subprocess
+
+        embedded_worker = subprocess.Popen([sys.executable, "-m", "market.cli", "worker"])
+    try:
+        run_server(
+            settings,
+            host=host or settings.server.host,
+            port=port or settings.server.port,
+        )
+    finally:
+        if embedded_worker is not None:
+            embedded_worker.terminate()
+            embedded_worker.wait(timeout=30)
+
+
+@main.command()
+@click.option(
+    "--threads",
+    type=int,
+    default=None,
+    help="Runs trained at once (default: queue.worker_threads).",
+)
+@reports_errors
+def worker(threads: int | None) -> None:
+    """Run training jobs from the queue (Ctrl-C stops after the current runs).
+
+    Needs the private key files: only worker machines hold them. With the embedded SQLite
+    queue `market serve` starts one for you; with Redis, run this on any number of machines.
+    """
+    from market.trading.execution import reap_lost_runs
+
+    settings = _settings()
+    _require_migrated(settings)
+    market = _services(settings)
+    try:
+        market.worker_vault.keyring.current_version  # noqa: B018 - fail fast without keys
+    except Exception as exc:
+        raise MarketError(
+            f"this worker cannot load the private keys in {settings.key_dir}: {exc}"
+        ) from exc
+    lost = reap_lost_runs(market)
+    if lost:
+        click.echo(f"failed {len(lost)} run(s) whose worker was lost: {', '.join(lost)}")
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    click.echo(f"worker ready on the {settings.queue.backend} queue")
+    market.queue.consumer(workers=threads).run()
 
 
 @main.group()

@@ -80,6 +80,23 @@ class CatalogSettings(_Section):
     page_size: int = Field(default=20, ge=1, le=200)
 
 
+class QueueSettings(_Section):
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    worker_threads: int = Field(default=1, ge=1, le=64)
+
+
+class TradingSettings(_Section):
+    quote_ttl_minutes: int = Field(default=30, ge=1)
+    heartbeat_s: float = Field(default=10, gt=0)
+    lease_s: float = Field(default=120, gt=0)
+    accountant: Literal["rdp", "prv", "pld"] = "rdp"
+    holdout_fraction: float = Field(default=0.2, ge=0, lt=0.9)
+    max_parameters: int = Field(default=5_000_000, ge=1)
+    max_physical_batch_size: int = Field(default=256, ge=1)
+    models_dir: str = ""
+
+
 class Settings(_Section):
     """Every setting of the marketplace; see config/default.toml for what each one means."""
 
@@ -92,6 +109,8 @@ class Settings(_Section):
     ratelimit: RateLimitSettings = RateLimitSettings()
     vault: VaultSettings = VaultSettings()
     catalog: CatalogSettings = CatalogSettings()
+    queue: QueueSettings = QueueSettings()
+    trading: TradingSettings = TradingSettings()
     # No code defaults: every coefficient is declared, with its source, in default.toml.
     costing: CostingSettings
 
@@ -122,6 +141,16 @@ class Settings(_Section):
         if self.catalog.storage_dir:
             return Path(self.catalog.storage_dir).expanduser().resolve()
         return self.home / "datasets"
+
+    @property
+    def models_dir(self) -> Path:
+        if self.trading.models_dir:
+            return Path(self.trading.models_dir).expanduser().resolve()
+        return self.home / "models"
+
+    @property
+    def queue_file(self) -> Path:
+        return self.home / "queue.db"
 
     @property
     def secret_key_file(self) -> Path:

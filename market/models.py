@@ -6,7 +6,17 @@ from sqlmodel import SQLModel
 
 from market.accounts.models import ApiToken, User
 from market.catalog.models import Dataset, DatasetTag
+from market.trading.models import PrivacyRelease, Quote, Run
 
 metadata = SQLModel.metadata
 
-__all__ = ["ApiToken", "Dataset", "DatasetTag", "User", "metadata"]
+__all__ = [
+    "ApiToken",
+    "Dataset",
+    "DatasetTag",
+    "PrivacyRelease",
+    "Quote",
+    "Run",
+    "User",
+    "metadata",
+]

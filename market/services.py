@@ -12,6 +12,7 @@ from market.catalog.storage import CiphertextStore
 from market.config import Settings
 from market.db import Database, make_engine
 from market.errors import ConfigurationError
+from market.jobs import Queue
 from privacy.errors import VaultError
 from privacy.vault import Keyring, Vault
 
@@ -36,6 +37,18 @@ class Services:
                 f"no usable keys in {self.settings.key_dir}: run `market init` ({exc})"
             ) from exc
         return Vault(keyring, segment_size=self.settings.vault.segment_size)
+
+    @cached_property
+    def worker_vault(self) -> Vault:
+        """Private keys: only worker processes ask for this (``market worker``)."""
+        keyring = Keyring.load(
+            self.settings.key_dir, private=True, min_version=self.settings.vault.min_key_version
+        )
+        return Vault(keyring, segment_size=self.settings.vault.segment_size)
+
+    @cached_property
+    def queue(self) -> Queue:
+        return Queue(self.settings, services_factory=lambda: self)
 
     @cached_property
     def store(self) -> CiphertextStore:

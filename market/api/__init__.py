@@ -68,8 +68,10 @@ def _reject_malformed_json() -> None:
 def init_app(app: Flask) -> None:
     from market.accounts.api import api as accounts_api
     from market.catalog.api import api as catalog_api
+    from market.trading.api import api as trading_api
 
     app.before_request(_reject_malformed_json)
     assert isinstance(app, OpenAPI)
     app.register_api(accounts_api)
     app.register_api(catalog_api)
+    app.register_api(trading_api)

@@ -29,7 +29,7 @@ class DatasetFormat(StrEnum):
     NPZ = "npz"
 
 
-def _str_enum(enum: type[StrEnum]) -> sa.Enum:
+def str_enum(enum: type[StrEnum]) -> sa.Enum:
     """A StrEnum stored as its value in a VARCHAR (no PostgreSQL ENUM type to migrate)."""
     return sa.Enum(
         enum,
@@ -48,7 +48,7 @@ class Dataset(SQLModel, table=True):
     title: str = Field(max_length=200)
     description: str = Field(default="", max_length=5000)
     licence: str = Field(max_length=64)
-    format: DatasetFormat = Field(sa_type=_str_enum(DatasetFormat))
+    format: DatasetFormat = Field(sa_type=str_enum(DatasetFormat))
     label: str | None = Field(default=None, max_length=200)
     # The public schema: {"columns": [...]} or {"image": {...}} exactly as the owner declared.
     data_schema: dict[str, Any] = Field(sa_column=sa.Column("schema", sa.JSON, nullable=False))
@@ -59,7 +59,7 @@ class Dataset(SQLModel, table=True):
     price_per_epsilon_minor: int = Field(ge=0)
     currency: str = Field(max_length=3)
     status: DatasetStatus = Field(
-        default=DatasetStatus.DRAFT, sa_type=_str_enum(DatasetStatus), index=True
+        default=DatasetStatus.DRAFT, sa_type=str_enum(DatasetStatus), index=True
     )
     rows: int | None = Field(default=None)
     ciphertext_bytes: int | None = Field(default=None, sa_type=sa.BigInteger)

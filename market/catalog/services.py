@@ -267,10 +267,12 @@ def tags_of(session: Session, dataset_ids: list[str]) -> dict[str, list[str]]:
     return found
 
 
-def budget_of(session: Session, dataset: Dataset) -> Budget:
-    """The dataset's privacy budget. Nothing is sold yet, so nothing is spent; the trading
-    package replaces ``epsilon_spent`` with the ledger's composition of every release."""
-    spent = 0.0
+def budget_of(session: Session, dataset: Dataset, *, accountant: str = "rdp") -> Budget:
+    """The dataset's privacy budget: ``epsilon_spent`` composes every release sold so far
+    (reserved for pending runs or spent), with a real accountant, at the dataset's delta."""
+    from market.trading.budget import committed_epsilon
+
+    spent = committed_epsilon(session, dataset, accountant=accountant)
     return Budget(
         epsilon_total=dataset.epsilon_total,
         delta=dataset.delta,

@@ -1,0 +1,92 @@
+"""The task queue (Huey): SQLite in the instance folder by default, Redis by one setting.
+
+Messages are JSON, not Huey's default pickle: a queue is shared infrastructure, and whoever
+can write to it must not be able to run code in the worker by writing a pickle.
+Results are not stored: a run's outcome lives in its database row.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from huey import Huey, RedisHuey, SqliteHuey, crontab
+from huey.registry import Message
+from huey.serializer import Serializer
+
+from market.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class JsonSerializer(Serializer):
+    """Huey messages as JSON (datetimes as ISO strings); anything else is refused."""
+
+    _DATETIMES = ("eta", "expires_resolved")
+
+    def _serialize(self, data: Any) -> bytes:
+        if not isinstance(data, Message):
+            return json.dumps({"value": data}).encode()
+        fields = data._asdict()
+        for name in self._DATETIMES:
+            if isinstance(fields.get(name), datetime):
+                fields[name] = fields[name].isoformat()
+        if fields.get("on_complete") or fields.get("on_error"):
+            raise TypeError("pipelines are not used by the marketplace")
+        fields["args"] = list(fields["args"] or ())
+        return json.dumps({"message": fields}).encode()
+
+    def _deserialize(self, data: bytes) -> Any:
+        payload = json.loads(data)
+        if "message" not in payload:
+            return payload["value"]
+        fields = payload["message"]
+        for name in self._DATETIMES:
+            if isinstance(fields.get(name), str):
+                fields[name] = datetime.fromisoformat(fields[name])
+        fields["args"] = tuple(fields["args"])
+        return Message(**fields)
+
+
+def make_huey(settings: Settings) -> Huey:
+    options: dict[str, Any] = {"results": False, "serializer": JsonSerializer(), "utc": True}
+    if settings.queue.backend == "redis":
+        return RedisHuey("market", url=settings.queue.redis_url, **options)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return SqliteHuey("market", filename=str(settings.queue_file), **options)
+
+
+class Queue:
+    """The marketplace's tasks on one Huey instance."""
+
+    def __init__(self, settings: Settings, *, services_factory: Callable[[], Any]) -> None:
+        from market.trading import execution
+
+        self.settings = settings
+        self.huey = make_huey(settings)
+        self._services_factory = services_factory
+
+        @self.huey.task(name="train_run")
+        def train_run(run_id: str) -> None:
+            execution.execute_run(self._services_factory(), run_id)
+
+        @self.huey.periodic_task(crontab(minute="*"), name="reap_lost_runs")
+        def reap() -> None:
+            execution.reap_lost_runs(self._services_factory())
+
+        self._train_run = train_run
+
+    def enqueue_run(self, run_id: str) -> None:
+        self._train_run(run_id)
+
+    def consumer(self, *, workers: int | None = None) -> Any:
+        return self.huey.create_consumer(
+            workers=workers or self.settings.queue.worker_threads,
+            worker_type="thread",
+            periodic=True,
+            initial_delay=0.1,
+            max_delay=1.0,
+        )

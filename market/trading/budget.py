@@ -1,0 +1,42 @@
+"""A dataset's privacy budget: the composition of its reserved and spent releases.
+
+Purchases lock the dataset row first (``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite the
+``BEGIN IMMEDIATE`` of every write transaction already serialises writers), so two purchases
+can never both see the budget before the other's reservation.
+"""
+
+from __future__ import annotations
+
+from sqlmodel import Session, col, select
+
+from market.catalog.models import Dataset
+from market.errors import NotFound
+from market.trading.models import PrivacyRelease, ReleaseState
+from privacy.accounting import PrivacyLedger
+
+COUNTED = (ReleaseState.RESERVED, ReleaseState.SPENT)
+
+
+def lock_dataset(session: Session, dataset_id: str) -> Dataset:
+    statement = select(Dataset).where(Dataset.id == dataset_id).with_for_update()
+    dataset = session.exec(statement).first()
+    if dataset is None:
+        raise NotFound(f"no dataset {dataset_id}")
+    return dataset
+
+
+def ledger_for(session: Session, dataset_id: str, *, accountant: str) -> PrivacyLedger:
+    rows = session.exec(
+        select(PrivacyRelease.records).where(
+            PrivacyRelease.dataset_id == dataset_id, col(PrivacyRelease.state).in_(COUNTED)
+        )
+    ).all()
+    ledger = PrivacyLedger(accountant=accountant)
+    for records in rows:
+        ledger.extend(records)
+    return ledger
+
+
+def committed_epsilon(session: Session, dataset: Dataset, *, accountant: str) -> float:
+    """Epsilon of everything sold so far (reserved or spent) at the dataset's delta."""
+    return ledger_for(session, dataset.id, accountant=accountant).epsilon(delta=dataset.delta)

@@ -1,0 +1,304 @@
+"""Trading rules: quotes, purchases with an atomic budget reservation, run state, visibility.
+
+Who sees a run: its buyer, the dataset's owner, auditors and admins. Only the buyer
+downloads the model. A run or quote a caller may not see reads as not found.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from market.accounts.models import Role, User
+from market.accounts.services import require_role
+from market.catalog import services as catalog
+from market.catalog.models import Dataset, DatasetStatus
+from market.config import Settings
+from market.costing import Money, quote_costs
+from market.db import utcnow
+from market.errors import Conflict, MarketError, NotFound, ValidationFailed
+from market.money import from_minor, to_minor
+from market.trading import budget
+from market.trading.models import PrivacyRelease, Quote, ReleaseState, Run, RunStatus
+from market.trading.schemas import QuoteRequest
+from privacy.accounting import compose_epsilon
+from privacy.errors import PlanError, SpecError
+from privacy.preprocessing import input_shape, num_classes
+from privacy.specs import build_model, parse_model_spec, spec_to_dict, template_defaults
+from privacy.training import RunPlan, plan_run
+
+# Work per sample of the seed MLP on 28x28 images (784*128+128 + 128*10+10 parameters): the
+# workload the worker classes' configured throughput was measured on.
+REFERENCE_WORK_PER_SAMPLE = 101_770.0
+
+
+class BudgetExceeded(Conflict):
+    code = "budget_exceeded"
+
+
+class QuoteUnavailable(Conflict):
+    code = "quote_unavailable"
+
+
+def _not_found(kind: str, ident: str) -> NotFound:
+    return NotFound(f"no {kind} {ident}", details={f"{kind}_id": ident})
+
+
+def _royalty(dataset: Dataset, epsilon: float) -> Decimal:
+    per_run = from_minor(dataset.price_per_run_minor, dataset.currency)
+    per_epsilon = from_minor(dataset.price_per_epsilon_minor, dataset.currency)
+    return (per_run + per_epsilon * Decimal(str(epsilon))).quantize(Decimal("0.01"))
+
+
+def _plan(dataset: Dataset, request: QuoteRequest, settings: Settings) -> tuple[RunPlan, Any, int]:
+    """Validate the model against the schema and plan the mechanism; 422 on any problem."""
+    description = catalog.preprocessing_of(dataset)
+    try:
+        spec = parse_model_spec(request.model)
+        model = build_model(
+            spec,
+            input_shape=input_shape(description),
+            num_classes=num_classes(description),
+            max_parameters=settings.trading.max_parameters,
+        )
+        delta = request.delta if request.delta is not None else dataset.delta
+        if delta > dataset.delta:
+            raise ValidationFailed(
+                f"delta cannot exceed the dataset's delta {dataset.delta:g}",
+                details={"field": "delta"},
+            )
+        plan = plan_run(
+            rows=int(dataset.rows or 0),
+            epsilon=request.epsilon,
+            delta=delta,
+            epochs=request.epochs,
+            batch_size=request.batch_size,
+            max_grad_norm=request.max_grad_norm,
+            accountant=settings.trading.accountant,
+            holdout_fraction=settings.trading.holdout_fraction,
+        )
+    except (SpecError, PlanError) as exc:
+        raise ValidationFailed(str(exc), details=exc.details) from exc
+    parameters = sum(p.numel() for p in model.parameters())
+    return plan, spec, parameters
+
+
+def create_quote(
+    session: Session, *, actor: User, request: QuoteRequest, settings: Settings
+) -> Quote:
+    require_role(actor, Role.RESEARCHER)
+    dataset = catalog.get_dataset(session, actor=actor, dataset_id=request.dataset_id)
+    if dataset.status is not DatasetStatus.LISTED:
+        raise Conflict(f"dataset {dataset.id} is not listed", details={"status": dataset.status})
+    if request.worker_class not in settings.costing.worker_classes:
+        raise ValidationFailed(
+            f"unknown worker class {request.worker_class!r}",
+            details={"field": "worker_class", "allowed": sorted(settings.costing.worker_classes)},
+        )
+    plan, spec, parameters = _plan(dataset, request, settings)
+    ledger = budget.ledger_for(session, dataset.id, accountant=settings.trading.accountant)
+    epsilon_after = ledger.epsilon_with(plan.records(), delta=dataset.delta)
+    reason = None
+    if plan.epsilon > dataset.max_epsilon_per_run:
+        cap = dataset.max_epsilon_per_run
+        reason = f"epsilon {plan.epsilon:g} exceeds the owner's cap of {cap:g} per run"
+    elif epsilon_after > dataset.epsilon_total:
+        left = ledger.remaining(cap_epsilon=dataset.epsilon_total, delta=dataset.delta)
+        reason = (
+            f"the dataset's composed epsilon would reach {epsilon_after:.3f}, over its budget of "
+            f"{dataset.epsilon_total:g}; {left:.3f} remains"
+        )
+    defaults = template_defaults(spec)
+    learning_rate = request.learning_rate or float(defaults["learning_rate"])
+    now = utcnow()
+    costs = quote_costs(
+        settings.costing,
+        worker_class=request.worker_class,
+        samples=plan.train_rows,
+        epochs=plan.epochs,
+        work_per_sample=float(parameters),
+        reference_work_per_sample=REFERENCE_WORK_PER_SAMPLE,
+        clipping_mode="ghost",
+        royalty=Money(_royalty(dataset, plan.epsilon), dataset.currency),
+        now=now,
+        deadline=request.deadline,
+    )
+    stored_request = request.model_dump(mode="json")
+    stored_request.update(
+        model=spec_to_dict(spec),
+        learning_rate=learning_rate,
+        optimizer=defaults.get("optimizer", "adam"),
+        parameters=parameters,
+        reason=reason,
+    )
+    quote = Quote.model_validate(
+        {
+            "id": uuid.uuid4().hex,
+            "dataset_id": dataset.id,
+            "researcher_id": actor.id,
+            "request": stored_request,
+            "plan": plan.to_dict(),
+            "estimate": costs.to_dict(),
+            "price_total_minor": to_minor(costs.now.total.amount, dataset.currency),
+            "currency": dataset.currency,
+            "fits_budget": reason is None,
+            "epsilon_after": epsilon_after,
+            "expires_at": now + timedelta(minutes=settings.trading.quote_ttl_minutes),
+        }
+    )
+    session.add(quote)
+    session.flush()
+    return quote
+
+
+def get_quote(session: Session, *, actor: User, quote_id: str) -> Quote:
+    quote = session.get(Quote, quote_id)
+    if quote is None or (quote.researcher_id != actor.id and actor.role is not Role.ADMIN):
+        raise _not_found("quote", quote_id)
+    return quote
+
+
+def purchase(session: Session, *, actor: User, quote_id: str, settings: Settings) -> Run:
+    """Re-check the fit under the dataset's lock, reserve the budget, create the run.
+
+    Runs inside the caller's single write transaction; the caller enqueues after commit.
+    """
+    require_role(actor, Role.RESEARCHER)
+    quote = session.exec(select(Quote).where(Quote.id == quote_id).with_for_update()).first()
+    if quote is None or quote.researcher_id != actor.id:
+        raise _not_found("quote", quote_id)
+    now = utcnow()
+    if quote.used_at is not None:
+        raise QuoteUnavailable("this quote was already used; ask for a new one")
+    if quote.expires_at <= now:
+        raise QuoteUnavailable("this quote has expired; ask for a new one")
+    dataset = budget.lock_dataset(session, quote.dataset_id)
+    if dataset.status is not DatasetStatus.LISTED:
+        raise Conflict("the dataset is no longer listed")
+    plan = RunPlan.from_dict(quote.plan)
+    if plan.epsilon > dataset.max_epsilon_per_run:
+        raise BudgetExceeded(
+            f"epsilon {plan.epsilon:g} exceeds the owner's cap of {dataset.max_epsilon_per_run:g}",
+            details={"max_epsilon_per_run": dataset.max_epsilon_per_run},
+        )
+    ledger = budget.ledger_for(session, dataset.id, accountant=settings.trading.accountant)
+    after = ledger.epsilon_with(plan.records(), delta=dataset.delta)
+    if after > dataset.epsilon_total:
+        raise BudgetExceeded(
+            f"the dataset's budget cannot hold this run: its composed epsilon would reach "
+            f"{after:.3f}, over {dataset.epsilon_total:g}",
+            details={
+                "epsilon_total": dataset.epsilon_total,
+                "epsilon_committed": ledger.epsilon(delta=dataset.delta),
+                "epsilon_after": after,
+            },
+        )
+    quote.used_at = now
+    session.add(quote)
+    run = Run.model_validate(
+        {
+            "id": uuid.uuid4().hex,
+            "quote_id": quote.id,
+            "dataset_id": dataset.id,
+            "buyer_id": actor.id,
+            "price_total_minor": quote.price_total_minor,
+            "currency": quote.currency,
+            "progress_steps": plan.steps,
+        }
+    )
+    session.add(run)
+    session.flush()
+    session.add(
+        PrivacyRelease.model_validate(
+            {
+                "dataset_id": dataset.id,
+                "run_id": run.id,
+                "state": ReleaseState.RESERVED,
+                "records": plan.records(),
+                "epsilon": compose_epsilon(plan.records(), delta=dataset.delta),
+                "epsilon_after": after,
+            }
+        )
+    )
+    return run
+
+
+def _may_see_run(session: Session, actor: User, run: Run) -> bool:
+    if run.buyer_id == actor.id or actor.role in (Role.AUDITOR, Role.ADMIN):
+        return True
+    dataset = session.get(Dataset, run.dataset_id)
+    return dataset is not None and dataset.owner_id == actor.id
+
+
+def get_run(session: Session, *, actor: User, run_id: str) -> Run:
+    run = session.get(Run, run_id)
+    if run is None or not _may_see_run(session, actor, run):
+        raise _not_found("run", run_id)
+    return run
+
+
+def model_for_buyer(session: Session, *, actor: User, run_id: str) -> Run:
+    """The run whose model the caller may download: only its buyer, only once trained."""
+    run = get_run(session, actor=actor, run_id=run_id)
+    if run.buyer_id != actor.id:
+        from market.errors import PermissionDenied
+
+        raise PermissionDenied("only the run's buyer may download its model")
+    if run.status is not RunStatus.SUCCEEDED or run.model_name is None:
+        raise Conflict(f"the run is {run.status.value}; the model is ready when it succeeds")
+    return run
+
+
+def list_runs(session: Session, *, actor: User, dataset_id: str | None = None) -> list[Run]:
+    """Researchers: their purchases. Owners: runs on their datasets. Auditors/admins: all."""
+    statement = select(Run)
+    if actor.role is Role.RESEARCHER:
+        statement = statement.where(Run.buyer_id == actor.id)
+    elif actor.role is Role.OWNER:
+        owned = select(Dataset.id).where(Dataset.owner_id == actor.id)
+        statement = statement.where(col(Run.dataset_id).in_(owned))
+    if dataset_id:
+        statement = statement.where(Run.dataset_id == dataset_id)
+    return list(session.exec(statement.order_by(col(Run.created_at).desc())).all())
+
+
+def settle_release(
+    session: Session,
+    *,
+    run: Run,
+    state: ReleaseState,
+    records: list[dict[str, Any]] | None,
+    accountant: str,
+) -> None:
+    """Turn the run's reservation into a spend (with what was released) or release it."""
+    release = session.exec(
+        select(PrivacyRelease).where(
+            PrivacyRelease.run_id == run.id, PrivacyRelease.state == ReleaseState.RESERVED
+        )
+    ).first()
+    if release is None:  # already settled: never charge twice
+        return
+    dataset = session.get(Dataset, run.dataset_id)
+    assert dataset is not None
+    release.state = state
+    release.updated_at = utcnow()
+    if records is not None:
+        release.records = records
+        release.epsilon = compose_epsilon(records, delta=dataset.delta) if records else 0.0
+    session.add(release)
+    session.flush()
+    if state is ReleaseState.SPENT:
+        release.epsilon_after = budget.committed_epsilon(session, dataset, accountant=accountant)
+        session.add(release)
+
+
+class RunFailure(MarketError):
+    """A run ended in failure; ``code`` is stored on the run."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code

@@ -1,0 +1,77 @@
+"""The core loop over HTTP with a real Huey consumer: list, quote, buy, train, receipts,
+download, load with safetensors, predict."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+from privacy.model_io import load_model
+from privacy.preprocessing import encode_features
+from tests.trading.conftest import cancer_rows, quote_body
+
+
+def test_buy_a_private_run_and_use_the_model(
+    client, listed_cancer, researcher, consumer, wait_for_run
+) -> None:
+    _, headers = researcher
+    quote = client.post("/api/v1/quotes", json=quote_body(listed_cancer["id"]), headers=headers)
+    assert quote.status_code == 201, quote.get_json()
+    q = quote.get_json()
+    assert q["fits_budget"] is True
+    assert q["mechanism"]["noise_multiplier"] > 0 and q["mechanism"]["steps"] > 0
+    assert q["estimate"]["price"]["currency"] == "EUR"
+    assert float(q["estimate"]["seconds"]) > 0
+    bought = client.post("/api/v1/runs", json={"quote_id": q["id"]}, headers=headers)
+    assert bought.status_code == 202, bought.get_json()
+    assert bought.get_json()["status"] == "queued"
+    run = wait_for_run(headers, bought.get_json()["id"])
+    assert run["status"] == "succeeded", run
+    receipt = run["privacy_receipt"]
+    assert receipt["epsilon_spent"] <= 1.0 + 1e-9
+    assert receipt["noise_multiplier"] == q["mechanism"]["noise_multiplier"]
+    assert receipt["dataset_epsilon_after"] == pytest.approx(receipt["epsilon_spent"], rel=0.05)
+    assert set(run["metrics"]) >= {"accuracy"}
+    measured = run["cost_receipt"]["measured"]
+    assert run["cost_receipt"]["measurement"]["method"] in ("rapl", "nvml", "estimated")
+    assert float(run["cost_receipt"]["measurement"]["energy_kwh"]) > 0
+    assert measured["total"]
+    detail = client.get(f"/api/v1/datasets/{listed_cancer['id']}", headers=headers).get_json()
+    assert detail["budget"]["epsilon_spent"] == pytest.approx(receipt["dataset_epsilon_after"])
+
+    download = client.get(f"/api/v1/runs/{run['id']}/model", headers=headers)
+    assert download.status_code == 200
+    blob = download.data
+    loaded = load_model(blob)
+    rows = cancer_rows()
+    import pyarrow as pa
+
+    table = pa.Table.from_pylist(rows)
+    features = encode_features(loaded.preprocessing, table)
+    import torch
+
+    with torch.no_grad():
+        predictions = loaded.module(torch.from_numpy(features)).argmax(dim=1).numpy()
+    truth = np.array([0 if r["diagnosis"] == "benign" else 1 for r in rows])
+    accuracy = float((predictions == truth).mean())
+    majority = max(truth.mean(), 1 - truth.mean())
+    assert accuracy > majority + 0.05, (accuracy, majority)
+
+
+def test_safetensors_file_carries_spec_and_preprocessing(
+    client, listed_cancer, researcher, consumer, wait_for_run, tmp_path
+) -> None:
+    _, headers = researcher
+    q = client.post(
+        "/api/v1/quotes", json=quote_body(listed_cancer["id"]), headers=headers
+    ).get_json()
+    run_id = client.post("/api/v1/runs", json={"quote_id": q["id"]}, headers=headers).get_json()[
+        "id"
+    ]
+    assert wait_for_run(headers, run_id)["status"] == "succeeded"
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(client.get(f"/api/v1/runs/{run_id}/model", headers=headers).data)
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata()
+    assert "privacy.spec" in meta and "privacy.preprocessing" in meta
