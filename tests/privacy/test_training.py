@@ -340,3 +340,38 @@ def test_data_must_match_the_plan(digits):
     with pytest.raises(PlanError):
         train_private(model=model, features=digits.x, labels=digits.y, plan=plan,
                       learning_rate=0.1, optimizer="lbfgs")  # fmt: skip
+
+
+ALL_LAYERS = {
+    "conv_groupnorm_layernorm": (
+        {"layers": [
+            {"type": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1},
+            {"type": "groupnorm", "num_groups": 2}, {"type": "gelu"},
+            {"type": "avgpool2d", "kernel_size": 2}, {"type": "maxpool2d", "kernel_size": 2},
+            {"type": "flatten"}, {"type": "layernorm"}, {"type": "dropout", "p": 0.1},
+            {"type": "linear", "out_features": 3}]},
+        (1, 8, 8),
+    ),
+    "embedding": (
+        {"layers": [{"type": "embedding", "num_embeddings": 20, "embedding_dim": 4},
+                    {"type": "flatten"}, {"type": "tanh"}, {"type": "linear", "out_features": 3}]},
+        (5,),
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["auto", "hooks"])
+@pytest.mark.parametrize("name", sorted(ALL_LAYERS))
+def test_every_allowed_layer_trains_under_dp(name, mode):
+    spec, shape = ALL_LAYERS[name]
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 20, size=(200, *shape)).astype(np.float32)
+    y = rng.integers(0, 3, size=200)
+    plan = plan_run(rows=200, epsilon=2.0, delta=1e-3, epochs=1, batch_size=40,
+                    max_grad_norm=1.0)  # fmt: skip
+    model = build_model(spec, input_shape=shape, num_classes=3)
+    result = train_private(
+        model=model, features=x, labels=y, plan=plan, learning_rate=0.01, grad_sample_mode=mode
+    )
+    assert result.grad_sample_mode == ("ghost" if mode == "auto" else "hooks")
+    assert result.steps == plan.steps
