@@ -22,8 +22,9 @@ Accountants:
     for Laplace, summed per order and converted with Balle et al. (2020), Theorem 21
     (Opacus's ``get_privacy_spent``).
 ``prv``
-    Opacus's PRV accountant (Gopi et al. 2021): tighter, one FFT convolution per
-    distinct record. Laplace records are not supported by Opacus's PRVs and raise.
+    Numerical composition of privacy loss random variables (Gopi et al. 2021) with
+    Opacus's PRV building blocks, plus a Laplace PRV Opacus lacks: tighter than RDP,
+    one FFT convolution per distinct record, but seconds per answer on long histories.
 ``pld``
     Google's ``dp-accounting`` privacy-loss distributions. Optional: it is imported
     only when selected and raises ``AccountingError`` when the package is absent.
@@ -303,26 +304,69 @@ def _rdp_epsilon(records: list[Record], delta: float) -> float:
     return float(eps)
 
 
-def _prv_epsilon(records: list[Record], delta: float) -> float:
-    from opacus.accountants import PRVAccountant
+class LaplacePRV:
+    """Privacy loss random variable of the Laplace mechanism, for Opacus's PRV machinery.
 
-    history = []
+    With X ~ Lap(0, b) and its neighbour Lap(1, b) (sensitivity 1, eps = 1/b), the loss
+    ``(|X - 1| - |X|) / b`` is ``eps`` when X <= 0 (mass 1/2), ``-eps`` when X >= 1 (mass
+    ``exp(-eps)/2``) and ``(1 - 2X)/b`` in between, so for -eps <= t < eps its CDF is
+    ``exp((t - eps) / 2) / 2``. Opacus ships only the subsampled Gaussian's PRV.
+    """
+
+    def __init__(self, epsilon: float) -> None:
+        self.epsilon = epsilon
+
+    def cdf(self, t: Any) -> np.ndarray:
+        t = np.asarray(t, dtype=np.float64)
+        eps = self.epsilon
+        inside = 0.5 * np.exp(np.minimum(t - eps, 0.0) / 2)
+        return np.where(t < -eps, 0.0, np.where(t < eps, inside, 1.0))
+
+
+def _prv_epsilon(records: list[Record], delta: float, eps_error: float = 0.01) -> float:
+    """Gopi et al. (2021) numerical composition with Opacus's PRV building blocks.
+
+    Same recipe as Opacus's ``PRVAccountant`` (domain from an RDP bound, truncation,
+    discretisation, FFT composition, upper bound with ``eps_error``), extended to
+    Gaussian releases (sampling rate 1) and Laplace releases (``LaplacePRV``).
+    """
+    from opacus.accountants.analysis.prv import (
+        Domain,
+        PoissonSubsampledGaussianPRV,
+        TruncatedPrivacyRandomVariable,
+        compose_heterogeneous,
+        discretize,
+    )
+
+    delta_error = delta / 1000
+    prvs: list[Any] = []
+    counts: list[int] = []
     for rec in records:
-        if rec["mechanism"] == "laplace":
-            raise AccountingError(
-                "the prv accountant cannot compose Laplace releases; use rdp or pld",
-                details={"field": "accountant"},
-            )
-        if rec["mechanism"] == "subsampled_gaussian":
-            history.append((rec["noise_multiplier"], rec["sample_rate"], rec["steps"]))
+        mechanism = rec["mechanism"]
+        if mechanism == "subsampled_gaussian":
+            prvs.append(PoissonSubsampledGaussianPRV(rec["sample_rate"], rec["noise_multiplier"]))
+        elif mechanism == "gaussian":
+            prvs.append(PoissonSubsampledGaussianPRV(1.0, rec["sigma"] / rec["sensitivity"]))
         else:
-            # A Gaussian release is the subsampled Gaussian with sampling rate 1.
-            history.append((rec["sigma"] / rec["sensitivity"], 1.0, rec["count"]))
-    acc = PRVAccountant()
-    acc.history = history
+            prvs.append(LaplacePRV(rec["sensitivity"] / rec["scale"]))
+        counts.append(rec[_KEYS[mechanism][1]])
+    total = sum(counts)
+    # Safe truncation (Gopi et al., remark 5.6, as in Opacus's compute_safe_domain_size).
+    bound = _rdp_epsilon(records, delta_error / 4)
+    for rec in records:
+        single = {**rec, _KEYS[rec["mechanism"]][1]: 1}
+        bound = max(bound, _rdp_epsilon([single], delta_error / (8 * total)))
+    bound = max(bound, eps_error) + 3
+    mesh = eps_error / math.sqrt(total * math.log(12 / delta_error) / 2)
+    domain = Domain.create_aligned(-bound, bound, mesh)
     # q = 1 makes Opacus evaluate log(0) on a branch it then discards.
-    with np.errstate(divide="ignore"):
-        return float(acc.get_epsilon(delta=delta))
+    with np.errstate(divide="ignore", over="ignore"):
+        truncated = [TruncatedPrivacyRandomVariable(p, domain.t_min, domain.t_max) for p in prvs]
+        composed = compose_heterogeneous(
+            dprvs=[discretize(t, domain) for t in truncated], num_self_compositions=counts
+        )
+        _, _, upper = composed.compute_epsilon(delta, delta_error, eps_error)
+    return float(upper)
 
 
 def _pld_epsilon(records: list[Record], delta: float) -> float:

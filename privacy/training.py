@@ -610,9 +610,11 @@ def _run_epochs(
                             accountant=plan.accountant,
                         )
                         progress(steps, plan.steps, spent)
-                        # PRV answers take up to seconds: never spend over ~10% on reports.
-                        cost = time.perf_counter() - now
-                        interval = max(progress_interval_s, 10 * cost)
+                        # PRV answers take up to seconds: unless every step was asked for
+                        # (interval 0), never spend over ~10% of the run on reports.
+                        if progress_interval_s > 0:
+                            cost = time.perf_counter() - now
+                            interval = max(progress_interval_s, 10 * cost)
                         last_report = now
     except Exception as exc:
         raise _Stopped(steps) from exc

@@ -124,9 +124,25 @@ def test_prv_is_close_to_pld_and_tighter_than_rdp(name):
     assert prv < compose_epsilon(records, delta=DELTA, accountant="rdp")
 
 
-def test_prv_refuses_laplace():
-    with pytest.raises(AccountingError):
-        compose_epsilon([laplace(1.0)], delta=DELTA, accountant="prv")
+def test_prv_matches_opacus_prv_accountant_on_gaussian_histories():
+    from opacus.accountants import PRVAccountant
+
+    records = MIXED_RUNS[:2]
+    acc = PRVAccountant()
+    acc.history = [(r["noise_multiplier"], r["sample_rate"], r["steps"]) for r in records]
+    assert compose_epsilon(records, delta=DELTA, accountant="prv") == pytest.approx(
+        acc.get_epsilon(DELTA), rel=0.01
+    )
+
+
+@pytest.mark.parametrize(
+    "records",
+    [[laplace(20.0, count=3)], [laplace(2.0)], [sgd(1.1, 0.01, 1000), laplace(20.0), gauss(48.0)]],
+)
+def test_prv_composes_laplace_like_pld(records):
+    # The PRV figure is an upper bound: estimate + eps_error (0.01).
+    prv = compose_epsilon(records, delta=DELTA, accountant="prv")
+    assert dpa_pld(records) <= prv <= dpa_pld(records) * 1.01 + 0.011
 
 
 @pytest.mark.parametrize("eps", [0.01, 0.1, 1.0, 5.0])
