@@ -25,6 +25,9 @@ from privacy.errors import SpecError
 
 #: Default cap on trainable parameters; the app passes its own from settings.
 DEFAULT_MAX_PARAMETERS = 5_000_000
+#: Default cap on activation values per example (8 MB of float32; the Tramer & Boneh CNN
+#: on MNIST uses about 12,000).
+DEFAULT_MAX_ACTIVATIONS = 2_000_000
 MAX_LAYERS = 32
 MAX_WIDTH = 4096
 MAX_CHANNELS = 512
@@ -433,6 +436,7 @@ def build_model(
     input_shape: Sequence[int],
     num_classes: int,
     max_parameters: int = DEFAULT_MAX_PARAMETERS,
+    max_activations: int = DEFAULT_MAX_ACTIVATIONS,
 ) -> nn.Module:
     """Build an ``nn.Sequential`` from a spec (raw dict or parsed model).
 
@@ -443,6 +447,9 @@ def build_model(
         num_classes: label categories declared by the dataset; the model's last
             layer must output exactly this many logits.
         max_parameters: cap from settings; checked before any memory is allocated.
+        max_activations: cap on the values one example produces across all layers
+            (memory per example, which parameters alone do not bound: a wide conv on a
+            large image has few parameters and huge activations).
 
     Raises:
         SpecError: with ``details["layer"]`` and ``details["field"]`` naming the problem.
@@ -457,10 +464,20 @@ def build_model(
     total = 0
     # Shapes and parameter counts first, on the meta device: a spec over the cap is
     # refused before a single real tensor is allocated.
+    activations = 0
     with torch.device("meta"):
         for index, layer in enumerate(layers.layers):
             _, shape, n = _build_layer(index, layer, shape)
             total += n
+            activations += math.prod(shape)
+            if activations > max_activations:
+                raise _fail(
+                    index,
+                    "type",
+                    f"activations reach {activations} values per example by this layer, "
+                    f"over the cap of {max_activations}",
+                    max_activations=max_activations,
+                )
     last = len(layers.layers) - 1
     if shape != (num_classes,):
         raise _fail(

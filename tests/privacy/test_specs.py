@@ -197,3 +197,15 @@ def test_too_many_layers():
     with pytest.raises(SpecError) as info:
         build_model(spec, input_shape=(4,), num_classes=4)
     assert info.value.details["field"] == "layers"
+
+
+def test_activation_cap_names_the_layer():
+    spec = _layers(
+        {"type": "conv2d", "out_channels": 8, "kernel_size": 3, "padding": 1},
+        {"type": "conv2d", "out_channels": 512, "kernel_size": 1},
+        {"type": "flatten"},
+        {"type": "linear", "out_features": 2},
+    )
+    with pytest.raises(SpecError) as info:
+        build_model(spec, input_shape=(1, 64, 64), num_classes=2, max_parameters=10**9)
+    assert info.value.details["layer"] == 1
