@@ -79,8 +79,12 @@ class Queue:
 
         self._train_run = train_run
 
-    def enqueue_run(self, run_id: str) -> None:
-        self._train_run(run_id)
+    def enqueue_run(self, run_id: str, *, eta: datetime | None = None) -> None:
+        """Queue a run now, or for ``eta`` (a carbon-aware start) if it lies in the future."""
+        if eta is not None and eta > datetime.now(eta.tzinfo):
+            self._train_run.schedule(args=(run_id,), eta=eta)
+        else:
+            self._train_run(run_id)
 
     def consumer(self, *, workers: int | None = None) -> Any:
         return self.huey.create_consumer(

@@ -69,9 +69,11 @@ def init_app(app: Flask) -> None:
     from market.accounts.api import api as accounts_api
     from market.catalog.api import api as catalog_api
     from market.trading.api import api as trading_api
+    from market.trading.ledger_api import api as ledger_api
 
     app.before_request(_reject_malformed_json)
     assert isinstance(app, OpenAPI)
     app.register_api(accounts_api)
     app.register_api(catalog_api)
     app.register_api(trading_api)
+    app.register_api(ledger_api)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from market.trading.models import RunStatus
 
@@ -30,7 +30,7 @@ class QuoteRequest(BaseModel):
     )
     max_grad_norm: float = Field(default=1.0, gt=0, le=1000)
     worker_class: str = Field(default="cpu", max_length=40)
-    deadline: datetime | None = Field(
+    deadline: AwareDatetime | None = Field(
         default=None, description="Finish by then; the quote adds the greenest start before it."
     )
 

@@ -7,7 +7,7 @@ downloads the model. A run or quote a caller may not see reads as not found.
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -292,7 +292,19 @@ def settle_release(
     session.add(release)
     session.flush()
     if state is ReleaseState.SPENT:
-        release.epsilon_after = budget.committed_epsilon(session, dataset, accountant=accountant)
+        # "After" this release: everything counted up to and including it, in ledger order.
+        earlier = session.exec(
+            select(PrivacyRelease.records).where(
+                PrivacyRelease.dataset_id == dataset.id,
+                col(PrivacyRelease.id) <= release.id,
+                col(PrivacyRelease.state).in_(budget.COUNTED),
+            )
+        ).all()
+        release.epsilon_after = compose_epsilon(
+            [record for records in earlier for record in records],
+            delta=dataset.delta,
+            accountant=accountant,
+        )
         session.add(release)
 
 
@@ -302,3 +314,11 @@ class RunFailure(MarketError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+def scheduled_start(quote: Quote) -> datetime | None:
+    """The greenest start the quote found before its deadline (None: start now)."""
+    schedule = (quote.estimate or {}).get("schedule")
+    if not schedule or not quote.request.get("deadline"):
+        return None
+    return datetime.fromisoformat(schedule["start"])
