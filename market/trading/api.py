@@ -13,7 +13,6 @@ from market.catalog.models import Dataset
 from market.extensions import csrf
 from market.services import services
 from market.trading import services as trading
-from market.trading.models import Quote
 from market.trading.presenters import quote_public, run_public
 from market.trading.schemas import (
     QuotePath,
