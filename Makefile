@@ -1,5 +1,5 @@
 # The two commands of the README, and the checks CI runs.
-# `make run`  : .venv, install, `market init`, demo accounts (printed), serve on :5000
+# `make run`  : .venv, install, `market init`, demo accounts (printed), demo datasets listed, serve on :5000
 # `make test` : .venv with dev extras, the whole test suite
 SHELL := /bin/bash
 VENV ?= .venv
@@ -25,6 +25,7 @@ $(VENV)/.installed-dev: pyproject.toml constraints.txt | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/market init
 	$(BIN)/market users demo
+	$(BIN)/market demo --no-train --keep-passwords
 	$(BIN)/market serve --host 127.0.0.1 --port $(PORT)
 
 test: $(VENV)/.installed-dev

@@ -292,5 +292,31 @@ def users_demo() -> None:
         click.echo(f"  {role_name:<11} {email:<26} {password}")
 
 
+@main.command()
+@click.option(
+    "--no-train",
+    is_flag=True,
+    help="Only seed the accounts and list the datasets (what `make run` does).",
+)
+@click.option(
+    "--keep-passwords",
+    is_flag=True,
+    help="Leave existing demo accounts' passwords as they are (new accounts still get one).",
+)
+@reports_errors
+def demo(no_train: bool, keep_passwords: bool) -> None:
+    """Seed an owner, a researcher and an auditor, list two scikit-learn datasets, buy a
+    private run of the seed MLP on digits and a logistic regression on breast cancer, and
+    print both receipts and each model's accuracy on rows held back from the listing.
+
+    Works standalone (no server needed); safe to rerun: listings are reused, runs are new.
+    """
+    from market.demo import run_demo
+
+    settings = _settings()
+    _require_migrated(settings)
+    run_demo(settings, train=not no_train, reset_passwords=not keep_passwords, echo=click.echo)
+
+
 if __name__ == "__main__":
     main()
