@@ -7,6 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
 from torch import nn
 
@@ -375,3 +377,20 @@ def test_every_allowed_layer_trains_under_dp(name, mode):
     )
     assert result.grad_sample_mode == ("ghost" if mode == "auto" else "hooks")
     assert result.steps == plan.steps
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    rows=st.integers(500, 200_000),
+    epsilon=st.floats(0.3, 8.0),
+    epochs=st.integers(1, 30),
+    batch_exp=st.integers(5, 9),
+)
+def test_any_accepted_plan_spends_at_most_its_epsilon(rows, epsilon, epochs, batch_exp):
+    try:
+        plan = plan_run(rows=rows, epsilon=epsilon, delta=0.1 / rows, epochs=epochs,
+                        batch_size=2**batch_exp, max_grad_norm=1.0)  # fmt: skip
+    except PlanError:
+        return  # refusing is always allowed; overspending never is
+    assert compose_epsilon(plan.records(), delta=plan.delta) <= epsilon
+    assert plan.noise_multiplier / (plan.sample_rate * plan.train_rows) <= MAX_NOISE_TO_SIGNAL
