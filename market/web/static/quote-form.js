@@ -1,0 +1,16 @@
+// The quote form: show only the options of the chosen model (all are shown without script).
+(function () {
+  "use strict";
+  var select = document.getElementById("model_kind");
+  if (!select) { return; }
+  var groups = document.querySelectorAll("[data-model-kind]");
+
+  function update() {
+    groups.forEach(function (group) {
+      group.hidden = group.dataset.modelKind !== select.value;
+    });
+  }
+
+  select.addEventListener("change", update);
+  update();
+})();
