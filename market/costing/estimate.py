@@ -3,8 +3,13 @@
 Run time::
 
     T = startup_seconds
+        + steps x step_seconds
         + samples x epochs x (work_per_sample / reference_work_per_sample)
           x dp_overhead_factor / throughput_samples_per_s
+
+The per-step term is DP-SGD's fixed cost of each step (Poisson batch, per-sample clipping,
+noise, optimizer): on small models it dominates, and without it small runs were predicted
+20x to 100,000x too short (bench/quote_accuracy.py, 2026-11-28).
 
 ``throughput_samples_per_s`` is what the worker class achieved, non-private, on the reference
 workload of the benchmark at worker start (``calibrate_throughput``), whose work per sample is
@@ -61,6 +66,8 @@ def estimate_seconds(
     throughput_samples_per_s: float,
     reference_work_per_sample: float | None = None,
     startup_seconds: float = 0.0,
+    steps: int = 0,
+    step_seconds: float = 0.0,
 ) -> float:
     """Predicted wall time of a training run, seconds (formula in the module docstring).
 
@@ -75,8 +82,11 @@ def estimate_seconds(
     if reference <= 0:
         raise ValueError("reference_work_per_sample must be > 0")
     relative_work = work_per_sample / reference
+    if steps < 0 or step_seconds < 0:
+        raise ValueError("steps and step_seconds must be >= 0")
     return (
         startup_seconds
+        + steps * step_seconds
         + samples * epochs * relative_work * dp_overhead_factor / throughput_samples_per_s
     )
 

@@ -55,6 +55,8 @@ def quote_costs(
     deadline: datetime | None = None,
     reference_work_per_sample: float | None = None,
     throughput_samples_per_s: float | None = None,
+    steps: int = 0,
+    cpu_utilisation: float = 1.0,
 ) -> QuoteCosts:
     """Estimate and price a run. ``throughput_samples_per_s`` is the worker class's calibrated
     figure when one is stored, else the configured default is used."""
@@ -75,12 +77,15 @@ def quote_costs(
         dp_overhead_factor=settings.estimate.dp_overhead[clipping_mode],
         throughput_samples_per_s=throughput_samples_per_s or worker.throughput_samples_per_s,
         startup_seconds=settings.estimate.startup_seconds,
+        steps=steps,
+        step_seconds=settings.estimate.step_seconds,
     )
     estimate = estimate_run(
         seconds,
         worker,
         memory_watts_per_gb=settings.meter.memory_watts_per_gb,
         gpu_utilisation=settings.meter.gpu_utilisation,
+        cpu_utilisation=cpu_utilisation,
     )
     duration = timedelta(seconds=seconds)
     profile = where.hourly_intensity_g_per_kwh

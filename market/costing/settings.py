@@ -216,8 +216,14 @@ class EstimateSettings(_Section):
     startup_seconds: float = Field(
         default=0.0,
         ge=0,
-        description="Fixed time per run (decrypt, build model, save), s. SOURCE: to be "
-        "measured by bench/quote_accuracy.py.",
+        description="Fixed time per run (Opacus set-up, model copy, metric release), s. "
+        "SOURCE: bench/quote_accuracy.py on this project's 2-core machine, 2026-11-28.",
+    )
+    step_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="Fixed time per DP-SGD step (Poisson batch, clipping, noise, optimizer), "
+        "s. SOURCE: bench/quote_accuracy.py on this project's 2-core machine, 2026-11-28.",
     )
     benchmark_samples: int = Field(
         default=2048,

@@ -126,6 +126,9 @@ def create_quote(
         royalty=Money(_royalty(dataset, plan.epsilon), dataset.currency),
         now=now,
         deadline=request.deadline,
+        steps=plan.steps,
+        # Workers train with one torch thread (DESIGN.md section 7): one core of the class busy.
+        cpu_utilisation=1.0 / settings.costing.worker_classes[request.worker_class].cores,
     )
     stored_request = request.model_dump(mode="json")
     stored_request.update(
