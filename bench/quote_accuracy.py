@@ -223,7 +223,8 @@ def main() -> int:
         )
 
     print(
-        f"quote accuracy on {platform.node()} ({platform.machine()}, python {platform.python_version()})"
+        f"quote accuracy on {platform.node()} ({platform.machine()}, "
+        f"python {platform.python_version()})"
     )
     print(
         f"{'case':<22}{'steps':>7}{'est s':>9}{'meas s':>9}{'meas/est':>10}"
