@@ -351,7 +351,11 @@ def print_receipts(run: Run, echo: Echo) -> None:
         f"{_quantity(measured['energy_kwh'])} kWh, {_quantity(measured['emissions_kg'])} kg CO2e"
     )
     terms = ("compute", "energy", "environment", "royalty", "platform_fee", "total")
-    echo("    " + ", ".join(f"{t} {_money(measured[t])}" for t in terms) + f" {currency}")
+    echo(
+        "    "
+        + ", ".join(f"{t.replace('_', ' ')} {_money(measured[t])}" for t in terms)
+        + f" {currency}"
+    )
     if run.metrics:
         noisy = run.metrics.get("accuracy")
         std = run.metrics.get("accuracy_noise_std")
