@@ -97,6 +97,14 @@ class TradingSettings(_Section):
     models_dir: str = ""
 
 
+class AuditSettings(_Section):
+    origin: str = Field(default="localhost/market/audit", min_length=1, pattern=r"^[^\s]+$")
+    signing_key_file: str = ""
+    checkpoint_every: int = Field(default=100, ge=1)
+    page_size: int = Field(default=100, ge=1)
+    max_page_size: int = Field(default=1000, ge=1)
+
+
 class Settings(_Section):
     """Every setting of the marketplace; see config/default.toml for what each one means."""
 
@@ -111,6 +119,7 @@ class Settings(_Section):
     catalog: CatalogSettings = CatalogSettings()
     queue: QueueSettings = QueueSettings()
     trading: TradingSettings = TradingSettings()
+    audit: AuditSettings = AuditSettings()
     # No code defaults: every coefficient is declared, with its source, in default.toml.
     costing: CostingSettings
 
