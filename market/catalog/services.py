@@ -162,7 +162,12 @@ def list_file(
     rows: int,
     ciphertext_bytes: int,
 ) -> Dataset:
-    """Attach the stored file and list the dataset, in the caller's transaction."""
+    """Attach the stored file and list the dataset, in the caller's transaction.
+
+    The row is locked first (FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE already
+    serialises writers), so of two uploads racing to the same draft exactly one lists it.
+    """
+    session.exec(select(Dataset).where(Dataset.id == dataset_id).with_for_update()).first()
     dataset = get_own_dataset(session, actor=actor, dataset_id=dataset_id)
     if dataset.status is not DatasetStatus.DRAFT:
         raise Conflict(f"dataset {dataset_id} was listed by another upload meanwhile")
@@ -183,6 +188,7 @@ def list_file(
 def delist(session: Session, *, actor: User, dataset_id: str) -> tuple[Dataset, str | None]:
     """Withdraw and crypto-shred: the wrapped data key is destroyed, so the ciphertext is
     noise. Returns the storage name whose file the caller deletes after committing."""
+    session.exec(select(Dataset).where(Dataset.id == dataset_id).with_for_update()).first()
     dataset = get_own_dataset(session, actor=actor, dataset_id=dataset_id)
     if dataset.status is DatasetStatus.DELISTED:
         return dataset, None
