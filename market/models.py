@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlmodel import SQLModel
 
 from market.accounts.models import ApiToken, User
+from market.audit.models import AuditEntry, AuditHead, Checkpoint
 from market.catalog.models import Dataset, DatasetTag
 from market.trading.models import PrivacyRelease, Quote, Run
 
@@ -12,6 +13,9 @@ metadata = SQLModel.metadata
 
 __all__ = [
     "ApiToken",
+    "AuditEntry",
+    "AuditHead",
+    "Checkpoint",
     "Dataset",
     "DatasetTag",
     "PrivacyRelease",

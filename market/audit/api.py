@@ -1,0 +1,186 @@
+"""The audit log in the JSON API: entries, signed checkpoints, proofs, the verifying key.
+
+Read-only for auditors (and admins, who hold every role). The one write is signing a first
+checkpoint when none exists yet, so an auditor always gets something to verify against.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response
+from flask_openapi3 import APIBlueprint, Tag
+from pydantic import BaseModel, Field
+
+from market.accounts.models import Role
+from market.api import API_V1, BEARER
+from market.api.auth import api_login_required
+from market.api.schemas import COMMON_ERRORS
+from market.audit import canonical, log, signing
+from market.extensions import csrf
+from market.services import services
+
+api = APIBlueprint(
+    "audit_api",
+    __name__,
+    url_prefix=API_V1 + "/audit",
+    abp_tags=[
+        Tag(name="audit", description="The tamper-evident log: entries, checkpoints, proofs")
+    ],
+    abp_responses=COMMON_ERRORS,
+)
+csrf.exempt(api)
+
+
+class EntriesQuery(BaseModel):
+    after: int = Field(default=0, ge=0, description="Return entries with seq greater than this.")
+    limit: int | None = Field(
+        default=None, ge=1, description="Entries per page (default and maximum in settings)."
+    )
+
+
+class EntryPublic(BaseModel):
+    seq: int
+    time: str = Field(description="UTC, ISO 8601 with microseconds and Z.")
+    kind: str = Field(description="What changed, e.g. `run.purchased`.")
+    subject: str = Field(description="The id of what changed.")
+    actor_id: int | None = Field(description="Who caused it; null for the system.")
+    data: dict[str, Any]
+    leaf_hash: str = Field(description="Hex SHA-256(0x00 || entry), the Merkle leaf.")
+    entry: str = Field(description="The canonical JSON text that was hashed.")
+
+
+class EntryPage(BaseModel):
+    items: list[EntryPublic]
+    tree_size: int = Field(description="Entries in the log now.")
+    next_after: int | None = Field(description="Pass as `after` for the next page; null: done.")
+
+
+class CheckpointPublic(BaseModel):
+    origin: str
+    tree_size: int
+    root: str = Field(description="Hex RFC 6962 root of the first tree_size entries.")
+    signature: str = Field(description="Base64 Ed25519 signature of the note text.")
+    key_id: str = Field(description="Hex 4-byte signed-note key hint.")
+    created_at: str
+    note: str = Field(description="The C2SP signed note: keep it for `verify --checkpoint`.")
+
+
+class ProofPath(BaseModel):
+    seq: int = Field(ge=1)
+
+
+class ProofQuery(BaseModel):
+    tree_size: int | None = Field(
+        default=None, ge=1, description="Prove against this checkpoint size (default latest)."
+    )
+
+
+class InclusionProofPublic(BaseModel):
+    seq: int
+    entry: str
+    path: list[str] = Field(description="Hex sibling hashes, leaf to root (RFC 9162 2.1.3).")
+    checkpoint: CheckpointPublic
+
+
+class ConsistencyQuery(BaseModel):
+    first: int = Field(ge=1, description="The older tree size (a checkpoint you kept).")
+    second: int | None = Field(default=None, ge=1, description="The newer size (default latest).")
+
+
+class ConsistencyProofPublic(BaseModel):
+    first: int
+    second: int
+    proof: list[str] = Field(description="Hex hashes (RFC 9162 2.1.4).")
+    checkpoint: CheckpointPublic
+
+
+def _entry_public(entry: Any) -> EntryPublic:
+    return EntryPublic(
+        seq=entry.seq,
+        time=canonical.format_time(entry.created_at),
+        kind=entry.kind,
+        subject=entry.subject,
+        actor_id=entry.actor_id,
+        data=entry.data,
+        leaf_hash=entry.leaf_hash,
+        entry=entry.canonical,
+    )
+
+
+@api.get(
+    "/entries", summary="Entries after a seq, in order", security=BEARER, responses={200: EntryPage}
+)
+@api_login_required(Role.AUDITOR)
+def list_entries(query: EntriesQuery):
+    settings = services().settings.audit
+    limit = min(query.limit or settings.page_size, settings.max_page_size)
+    with services().database.read() as session:
+        rows = log.entries_after(session, after=query.after, limit=limit)
+        size = log.tree_size(session)
+    items = [_entry_public(r) for r in rows]
+    next_after = items[-1].seq if items and items[-1].seq < size else None
+    return EntryPage(items=items, tree_size=size, next_after=next_after).model_dump(mode="json")
+
+
+@api.get(
+    "/checkpoint",
+    summary="The latest signed checkpoint (signs one if none exists)",
+    security=BEARER,
+    responses={200: CheckpointPublic},
+)
+@api_login_required(Role.AUDITOR)
+def latest_checkpoint():
+    market = services()
+    with market.database.read() as session:
+        row = log.latest_checkpoint(session)
+    if row is None:
+        with market.database.write() as session:
+            row = log.checkpoint(session, market.settings)
+    return CheckpointPublic(**log.checkpoint_json(row)).model_dump(mode="json")
+
+
+@api.get(
+    "/entries/<int:seq>/proof",
+    summary="Inclusion proof of an entry against a checkpoint",
+    security=BEARER,
+    responses={200: InclusionProofPublic},
+)
+@api_login_required(Role.AUDITOR)
+def inclusion_proof(path: ProofPath, query: ProofQuery):
+    with services().database.read() as session:
+        cp = log.get_checkpoint(session, tree_size=query.tree_size)
+        proof = log.inclusion_proof(session, seq=path.seq, checkpoint=cp)
+    return InclusionProofPublic.model_validate(proof.to_json()).model_dump(mode="json")
+
+
+@api.get(
+    "/consistency",
+    summary="Consistency proof between two checkpoint sizes",
+    security=BEARER,
+    responses={200: ConsistencyProofPublic},
+)
+@api_login_required(Role.AUDITOR)
+def consistency(query: ConsistencyQuery):
+    with services().database.read() as session:
+        cp = log.get_checkpoint(session, tree_size=query.second)
+        proof = log.consistency_proof(session, old_size=query.first, new_size=cp.tree_size)
+    out = ConsistencyProofPublic(
+        first=query.first,
+        second=cp.tree_size,
+        proof=proof,
+        checkpoint=CheckpointPublic(**log.checkpoint_json(cp)),
+    )
+    return out.model_dump(mode="json")
+
+
+@api.get("/public-key", summary="The Ed25519 key that verifies checkpoints (PEM)", security=BEARER)
+@api_login_required(Role.AUDITOR)
+def public_key():
+    settings = services().settings
+    path = signing.public_key_path(settings)
+    try:
+        pem = path.read_text()
+    except FileNotFoundError:
+        pem = signing.public_key_pem(signing.load_signing_key(settings).public_key())
+    return Response(pem, mimetype="application/x-pem-file")

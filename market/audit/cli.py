@@ -1,0 +1,138 @@
+"""``market audit``: export the log, keep a checkpoint, verify an export offline.
+
+Exit codes (../shared/API.md): 0 verified / done, 1 the log failed verification or the
+operation failed (one sentence on stderr naming the first bad entry or checkpoint), 2 bad
+usage (click's own, or an unreadable public key or checkpoint file).
+
+``verify`` opens no database and reads no settings: an auditor runs it on their own
+machine with the export, the public key they obtained out of band, and optionally the
+checkpoint they kept from an earlier visit.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from market.errors import MarketError
+
+if TYPE_CHECKING:
+    from market.config import Settings
+    from market.db import Database
+
+
+def _database_and_settings() -> tuple[Database, Settings]:
+    from market.config import load_settings
+    from market.db import Database, make_engine
+
+    settings = load_settings()
+    engine = make_engine(
+        settings.database_url, sqlite_busy_timeout_ms=settings.database.sqlite_busy_timeout_ms
+    )
+    return Database(engine), settings
+
+
+@click.group("audit")
+def audit() -> None:
+    """The tamper-evident audit log: export it, keep a checkpoint, verify offline."""
+
+
+@audit.command("export")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="File to write (JSON Lines).",
+)
+def export_command(out: Path) -> None:
+    """Sign a checkpoint of the current log and write every entry and checkpoint to OUT."""
+    from market.audit.export import export_log
+
+    try:
+        database, settings = _database_and_settings()
+        try:
+            size = export_log(database, settings, out)
+        finally:
+            database.dispose()
+    except MarketError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        click.echo(f"error: cannot write {out}: {exc.strerror}", err=True)
+        sys.exit(1)
+    click.echo(f"exported {size} audit entries to {out}")
+
+
+@audit.command("checkpoint")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Also write the signed note to this file (keep it for a later --checkpoint).",
+)
+def checkpoint_command(out: Path | None) -> None:
+    """Sign (if needed) and print the latest checkpoint as a signed note."""
+    from market.audit import log
+
+    try:
+        database, settings = _database_and_settings()
+        try:
+            with database.write() as session:
+                note = log.checkpoint_json(log.checkpoint(session, settings))["note"]
+        finally:
+            database.dispose()
+    except MarketError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(1)
+    if out is not None:
+        out.write_text(note, encoding="utf-8")
+    click.echo(note, nl=False)
+
+
+@audit.command("verify")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--public-key",
+    "public_key",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The log's Ed25519 public key (PEM), obtained out of band.",
+)
+@click.option(
+    "--checkpoint",
+    "old_checkpoint",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A checkpoint you kept earlier (signed note or JSON): catches truncation and forks.",
+)
+def verify_command(file: Path, public_key: Path, old_checkpoint: Path | None) -> None:
+    """Verify FILE offline: hashes, signatures, consistency, and the re-derived ledgers."""
+    from market.audit import signing
+    from market.audit.verify import verify_export
+
+    pem = public_key.read_bytes()
+    try:
+        signing.load_public_key(pem)
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"{public_key} is not an Ed25519 public key in PEM ({exc})",
+            param_hint="--public-key",
+        ) from None
+    old_text = None
+    if old_checkpoint is not None:
+        try:
+            old_text = old_checkpoint.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise click.BadParameter(
+                f"{old_checkpoint} is not a text file", param_hint="--checkpoint"
+            ) from None
+    report = verify_export(file, pem, old_text)
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if not report.ok:
+        click.echo(f"error: {report.summary()}", err=True)
+        sys.exit(1)
+    click.echo(report.summary())

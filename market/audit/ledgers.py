@@ -1,0 +1,212 @@
+"""Re-derive the privacy and cost ledgers from the log's entries (the semantic audit).
+
+A valid hash chain proves nobody changed the log after the fact; it does not prove the
+service told the truth when it wrote it. So the verifier recomputes what the entries claim
+from what they record, with the same code the service uses:
+
+Privacy (kinds ``privacy.reserved``, ``privacy.spent``, ``privacy.released``), ``data``::
+
+    {"dataset_id": "...", "release_id": 17, "run_id": "...",
+     "records": [<privacy.accounting mechanism records of this release>],
+     "delta": 1e-6, "accountant": "rdp",
+     "epsilon_after": <dataset's composed epsilon over every counted release after this>,
+     "epsilon_total": <the dataset's cap>}
+
+A release is counted from ``reserved`` on; ``spent`` replaces its records with what the run
+actually released; ``released`` stops counting it. After every entry, the records of all
+counted releases of the dataset are composed with ``privacy.accounting.compose_epsilon``
+(the entry's accountant, default "rdp", at the entry's delta) and compared with
+``epsilon_after`` (relative tolerance 1e-6); a composed epsilon above ``epsilon_total`` is
+a cap exceeded.
+
+Cost (kind ``cost.receipt``), ``data`` as built by ``cost_receipt_data``: the measurement
+(seconds, average power, method), every coefficient used (worker class, region, carbon price,
+fee, minor unit), the royalty, and the priced terms. The verifier prices the measurement
+again with ``market.costing.price_run`` and compares every term.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from market.costing.money import Money
+from market.costing.pricing import CostBreakdown, price_run
+from market.costing.settings import CostingSettings, RegionSettings, WorkerClassSettings
+
+if TYPE_CHECKING:
+    from market.audit.verify import VerifyReport
+
+PRIVACY_KINDS = frozenset({"privacy.reserved", "privacy.spent", "privacy.released"})
+COST_KIND = "cost.receipt"
+KINDS = PRIVACY_KINDS | {COST_KIND}
+RELATIVE_TOLERANCE = 1e-6
+_PRICING_KEYS = ("currency", "minor_unit_digits", "carbon_price_per_tonne", "platform_fee_rate")
+
+
+def _close(recorded: float, derived: float) -> bool:
+    return math.isclose(recorded, derived, rel_tol=RELATIVE_TOLERANCE, abs_tol=1e-12)
+
+
+def rederive(entries: list[dict[str, Any]], report: VerifyReport) -> None:
+    """Append a Problem to ``report`` for every mismatch; fill its per-dataset summary."""
+    from market.audit.verify import Problem
+
+    privacy = [e for e in entries if e["kind"] in PRIVACY_KINDS]
+    costs = [e for e in entries if e["kind"] == COST_KIND]
+    for seq, message, kind in rederive_privacy(privacy, report.datasets):
+        report.problems.append(Problem(kind, message, seq=seq))
+    for seq, message in rederive_costs(costs):
+        report.problems.append(Problem("cost", message, seq=seq))
+    report.runs_priced = len(costs)
+    report.problems.sort(key=lambda p: p.seq or 0)
+
+
+def rederive_privacy(
+    entries: list[dict[str, Any]], composed: dict[str, float] | None = None
+) -> list[tuple[int, str, str]]:
+    """(seq, message, kind) for each privacy entry whose recorded epsilon or cap is wrong.
+
+    ``composed`` (if given) receives each dataset's final composed epsilon.
+    """
+    if not entries:
+        return []  # importing the accountant loads torch: seconds an empty ledger never needs
+    from privacy.accounting import compose_epsilon
+    from privacy.errors import PrivacyError
+
+    counted: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    problems: list[tuple[int, str, str]] = []
+    for entry in entries:
+        seq, data = entry["seq"], entry["data"]
+        try:
+            dataset = str(data["dataset_id"])
+            release = str(data.get("release_id", data.get("run_id")))
+            releases = counted.setdefault(dataset, {})
+            if entry["kind"] == "privacy.released":
+                releases.pop(release, None)
+            else:
+                releases[release] = list(data["records"])
+            records = [r for rs in releases.values() for r in rs]
+            derived = compose_epsilon(
+                records, delta=float(data["delta"]), accountant=data.get("accountant", "rdp")
+            )
+            recorded = float(data["epsilon_after"])
+            cap = float(data["epsilon_total"])
+        except (KeyError, TypeError, ValueError, PrivacyError) as exc:
+            problems.append((seq, f"entry {seq} is not a readable privacy entry: {exc}", "privacy"))
+            continue
+        if composed is not None:
+            composed[dataset] = derived
+        if not _close(recorded, derived):
+            problems.append(
+                (
+                    seq,
+                    f"entry {seq} records epsilon_after {recorded!r} for dataset {dataset} but "
+                    f"its recorded mechanisms compose to {derived!r}",
+                    "privacy",
+                )
+            )
+        if derived > cap * (1 + RELATIVE_TOLERANCE):
+            problems.append(
+                (
+                    seq,
+                    f"entry {seq}: dataset {dataset}'s composed epsilon {derived!r} exceeds "
+                    f"its cap {cap!r}",
+                    "budget_exceeded",
+                )
+            )
+    return problems
+
+
+@dataclass(frozen=True)
+class _Usage:
+    seconds: float
+    avg_power_w: float
+    method: str
+
+
+def cost_receipt_data(
+    *,
+    run_id: str,
+    measurement: Any,
+    worker: WorkerClassSettings,
+    region: RegionSettings,
+    settings: CostingSettings,
+    royalty: Money,
+    breakdown: CostBreakdown,
+    grid_intensity_g_per_kwh: Decimal | None = None,
+    resources: int | None = None,
+) -> dict[str, Any]:
+    """The ``data`` of a ``cost.receipt`` entry: enough to price the run again offline.
+
+    ``measurement`` is a ``market.costing.Measurement`` (or anything with ``seconds``,
+    ``avg_power_w`` and ``method``); pass the same arguments ``price_run`` got.
+    """
+    return {
+        "run_id": run_id,
+        "measurement": {
+            "seconds": float(measurement.seconds),
+            "avg_power_w": float(measurement.avg_power_w),
+            "method": str(measurement.method),
+        },
+        "worker_class": worker.model_dump(mode="json"),
+        "region": region.model_dump(mode="json"),
+        "pricing": {k: getattr(settings, k) for k in _PRICING_KEYS},
+        "royalty": royalty.to_json(),
+        "grid_intensity_g_per_kwh": grid_intensity_g_per_kwh,
+        "resources": resources,
+        "terms": breakdown.to_dict(),
+    }
+
+
+def reprice(data: dict[str, Any]) -> CostBreakdown:
+    """Price a recorded measurement again with the recorded coefficients."""
+    pricing = data["pricing"]
+    # price_run reads only these four fields of the costing settings; the rest (regions,
+    # worker classes) are the recorded ones, passed explicitly, so nothing else is needed.
+    recorded: dict[str, Any] = {
+        "currency": str(pricing["currency"]),
+        "minor_unit_digits": int(pricing["minor_unit_digits"]),
+        "carbon_price_per_tonne": Decimal(str(pricing["carbon_price_per_tonne"])),
+        "platform_fee_rate": Decimal(str(pricing["platform_fee_rate"])),
+    }
+    settings = CostingSettings.model_construct(**recorded)
+    measured = data["measurement"]
+    usage = _Usage(float(measured["seconds"]), float(measured["avg_power_w"]), measured["method"])
+    intensity = data.get("grid_intensity_g_per_kwh")
+    royalty = data["royalty"]
+    return price_run(
+        usage,
+        WorkerClassSettings.model_validate(data["worker_class"]),
+        RegionSettings.model_validate(data["region"]),
+        royalty=Money(Decimal(royalty["amount"]), royalty["currency"]),
+        settings=settings,
+        grid_intensity_g_per_kwh=None if intensity is None else Decimal(str(intensity)),
+        resources=data.get("resources"),
+    )
+
+
+def rederive_costs(entries: list[dict[str, Any]]) -> list[tuple[int, str]]:
+    """(seq, message) for each cost receipt whose terms differ from a fresh pricing."""
+    problems: list[tuple[int, str]] = []
+    for entry in entries:
+        seq, data = entry["seq"], entry["data"]
+        try:
+            derived = reprice(data).to_dict()
+            recorded = data["terms"]
+        except Exception as exc:  # any malformed field: report it, keep auditing the rest
+            problems.append((seq, f"entry {seq} is not a readable cost receipt: {exc}"))
+            continue
+        wrong = sorted(k for k in derived if recorded.get(k) != derived[k])
+        if wrong:
+            name = wrong[0]
+            problems.append(
+                (
+                    seq,
+                    f"entry {seq} (run {data.get('run_id')}) records {name} "
+                    f"{recorded.get(name)!r} but its measurement prices to {derived[name]!r}",
+                )
+            )
+    return problems
