@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from market.audit.ledgers import cost_receipt_data, privacy_entry_data
 from market.audit.log import (
     InclusionProof,
     append,
@@ -58,10 +59,12 @@ __all__ = [
     "checkpoint_if_due",
     "checkpoint_json",
     "consistency_proof",
+    "cost_receipt_data",
     "ensure_signing_key",
     "inclusion_proof",
     "init_app",
     "latest_checkpoint",
+    "privacy_entry_data",
     "receipt_evidence",
     "record",
 ]

@@ -120,6 +120,35 @@ def rederive_privacy(
     return problems
 
 
+def privacy_entry_data(
+    *,
+    dataset_id: str,
+    release_id: int | str,
+    run_id: str | None,
+    records: list[dict[str, Any]],
+    delta: float,
+    epsilon_after: float,
+    epsilon_total: float,
+    accountant: str = "rdp",
+) -> dict[str, Any]:
+    """The ``data`` of a ``privacy.reserved|spent|released`` entry (module docstring).
+
+    ``records``: this release's mechanism records (empty for ``released``);
+    ``epsilon_after``: the dataset's committed epsilon once the change applies, i.e.
+    ``market.trading.budget.committed_epsilon`` read after the change in the same transaction.
+    """
+    return {
+        "dataset_id": dataset_id,
+        "release_id": release_id,
+        "run_id": run_id,
+        "records": records,
+        "delta": delta,
+        "accountant": accountant,
+        "epsilon_after": epsilon_after,
+        "epsilon_total": epsilon_total,
+    }
+
+
 @dataclass(frozen=True)
 class _Usage:
     seconds: float

@@ -130,7 +130,9 @@ def verify_export(
     *,
     semantic: bool = True,
 ) -> VerifyReport:
-    """Verify an export offline (module docstring); never raises for a bad file.
+    """Verify an export offline (module docstring); a bad file is reported, never raised.
+
+    Raises ValueError only if ``public_key_pem`` is not an Ed25519 public key in PEM.
 
     ``old_checkpoint`` is the text of a checkpoint the auditor kept from earlier (a signed
     note or its JSON). ``semantic=False`` skips the ledger re-derivation.
@@ -265,6 +267,17 @@ def _verify_body(
                         checkpoint=cp.tree_size,
                     ),
                 )
+            for other in by_size.get(cp.tree_size, []):
+                if other.root != cp.root:
+                    raise _fail(
+                        report,
+                        Problem(
+                            "fork",
+                            f"{other.where} and {cp.where} are both signed for size "
+                            f"{cp.tree_size} with different roots: the log forked",
+                            checkpoint=cp.tree_size,
+                        ),
+                    )
             checkpoints.append(cp)
             by_size.setdefault(cp.tree_size, []).append(cp)
             continue

@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from market.audit import log
 from market.audit.export import export_log
-from market.audit.ledgers import cost_receipt_data
+from market.audit.ledgers import cost_receipt_data, privacy_entry_data
 from market.audit.verify import verify_export
 from market.config import Settings
 from market.costing import Measurement, Money, price_run
@@ -65,16 +65,15 @@ def _privacy_log(
                 kind=kind,
                 subject=release,
                 actor_id=None,
-                data={
-                    "dataset_id": "ds1",
-                    "release_id": release,
-                    "run_id": release,
-                    "records": records,
-                    "delta": DELTA,
-                    "accountant": "rdp",
-                    "epsilon_after": after,
-                    "epsilon_total": cap,
-                },
+                data=privacy_entry_data(
+                    dataset_id="ds1",
+                    release_id=release,
+                    run_id=release,
+                    records=records,
+                    delta=DELTA,
+                    epsilon_after=after,
+                    epsilon_total=cap,
+                ),
             )
 
 

@@ -213,3 +213,33 @@ def test_garbage_is_reported_not_raised(tmp_path: Path, public_pem: bytes) -> No
     assert not verify_export(bad, public_pem).ok
     bad.write_text("{}\n")
     assert "header" in verify_export(bad, public_pem).summary()
+
+
+def test_two_signed_checkpoints_of_one_size_with_different_roots_are_a_fork(
+    tmp_path: Path, database: Database, audit_settings: Settings, public_pem: bytes
+) -> None:
+    """The service signed a second history of size 4 and shipped both checkpoints."""
+    import base64
+
+    from market.audit import merkle
+
+    append_many(database, audit_settings, 6)
+    out = tmp_path / "log.jsonl"
+    export_log(database, audit_settings, out)
+    lines = _lines(out)
+    key = signing.load_signing_key(audit_settings)  # the service's own key: a real fork
+    root = merkle.root([merkle.leaf_hash(b"another history")] * 4)
+    text = signing.note_text(audit_settings.audit.origin, 4, root)
+    forked = {
+        "type": "checkpoint",
+        "origin": audit_settings.audit.origin,
+        "tree_size": 4,
+        "root": root.hex(),
+        "signature": base64.b64encode(key.sign(text.encode())).decode(),
+        "key_id": signing.key_id(audit_settings.audit.origin, key.public_key()).hex(),
+    }
+    lines.insert(2, json.dumps(forked) + "\n")
+    report = verify_export(_write(out, lines), public_pem)
+    problem = report.first_problem
+    assert problem is not None and (problem.kind, problem.checkpoint) == ("fork", 4)
+    assert "forked" in report.summary()
