@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,32 +182,31 @@ def _verify_structure(
                 ),
             )
 
-    with path.open("r", encoding="utf-8", errors="strict") as handle:
-        try:
-            lines = iter(handle)
-            header = _parse_line(next(lines, ""), 1, report, what="the header")
-            if header.get("type") != "header" or header.get("format") != FORMAT:
-                raise _fail(report, Problem("format", f"line 1 is not a {FORMAT} header"))
-            report.origin = str(header.get("origin", ""))
-            if old is not None and old.origin != report.origin:
-                raise _fail(
-                    report,
-                    Problem(
-                        "origin",
-                        f"your checkpoint is for the log {old.origin!r}, "
-                        f"this export is of {report.origin!r}",
-                        checkpoint=old.tree_size,
-                    ),
-                )
-            return _verify_body(lines, public_key, old, report, ledgers.KINDS)
-        except UnicodeDecodeError as exc:
-            raise _fail(report, Problem("format", f"the export is not UTF-8: {exc}")) from None
+    # Binary lines, each decoded on its own: a byte that is not UTF-8 is then reported as
+    # a fault of the entry on that line, not of the whole file.
+    with path.open("rb") as handle:
+        lines = iter(handle)
+        header = _parse_line(next(lines, b""), 1, report, what="the header")
+        if header.get("type") != "header" or header.get("format") != FORMAT:
+            raise _fail(report, Problem("format", f"line 1 is not a {FORMAT} header"))
+        report.origin = str(header.get("origin", ""))
+        if old is not None and old.origin != report.origin:
+            raise _fail(
+                report,
+                Problem(
+                    "origin",
+                    f"your checkpoint is for the log {old.origin!r}, "
+                    f"this export is of {report.origin!r}",
+                    checkpoint=old.tree_size,
+                ),
+            )
+        return _verify_body(lines, public_key, old, report, ledgers.KINDS)
 
 
-def _parse_line(line: str, number: int, report: VerifyReport, *, what: str) -> dict[str, Any]:
+def _parse_line(line: bytes, number: int, report: VerifyReport, *, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(line)
-    except ValueError:
+        value = json.loads(line.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError is one too
         value = None
     if not isinstance(value, dict):
         seq = None
@@ -220,7 +219,7 @@ def _parse_line(line: str, number: int, report: VerifyReport, *, what: str) -> d
 
 
 def _verify_body(
-    lines: Any,
+    lines: Iterator[bytes],
     public_key: Ed25519PublicKey,
     old: SignedCheckpoint | None,
     report: VerifyReport,

@@ -243,3 +243,13 @@ def test_two_signed_checkpoints_of_one_size_with_different_roots_are_a_fork(
     problem = report.first_problem
     assert problem is not None and (problem.kind, problem.checkpoint) == ("fork", 4)
     assert "forked" in report.summary()
+
+
+def test_a_byte_that_is_not_utf8_names_its_entry(export_file: Path, public_pem: bytes) -> None:
+    lines = [line.encode() for line in _lines(export_file)]
+    i = _entry_line(_lines(export_file), 5)
+    lines[i] = lines[i].replace("é".encode(), b"\xff\xfe")
+    tampered = export_file.with_name("not-utf8.jsonl")
+    tampered.write_bytes(b"".join(lines))
+    report = verify_export(tampered, public_pem)
+    assert report.first_bad_seq == 5, report.summary()
