@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -27,6 +28,17 @@ class _Gunicorn(BaseApplication):
         return create_app(self._settings)
 
 
+def _warm_up(_worker: Any) -> None:
+    """Import Opacus in the background once a worker is up, so the first budget question
+    (a dataset page, a quote) does not wait seconds for it; requests are served meanwhile."""
+
+    def load() -> None:
+        import privacy.accounting  # noqa: F401
+        import privacy.training  # noqa: F401
+
+    threading.Thread(target=load, name="warm-up", daemon=True).start()
+
+
 def run_server(settings: Settings, *, host: str, port: int) -> None:
     print(f"serving on http://{host}:{port}/  (API docs: http://{host}:{port}/api/swagger)")
     _Gunicorn(
@@ -41,5 +53,6 @@ def run_server(settings: Settings, *, host: str, port: int) -> None:
             "loglevel": "info",
             # Uploads stream for a while; the default 30 s would kill a slow client's upload.
             "timeout": 300,
+            "post_worker_init": _warm_up,
         },
     ).run()

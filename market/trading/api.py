@@ -12,6 +12,7 @@ from market.api.schemas import COMMON_ERRORS, ErrorBody
 from market.catalog.models import Dataset
 from market.extensions import csrf
 from market.services import services
+from market.trading import purchases
 from market.trading import services as trading
 from market.trading.presenters import quote_public, run_public
 from market.trading.schemas import (
@@ -78,14 +79,8 @@ def get_quote(path: QuotePath):
 )
 @api_login_required(Role.RESEARCHER)
 def create_run(body: RunCreate):
-    market = services()
-    with market.database.write() as session:
-        run = trading.purchase(
-            session, actor=caller(), quote_id=body.quote_id, settings=market.settings
-        )
-        out = run_public(run)
-    market.queue.enqueue_run(run.id)
-    return out.model_dump(mode="json"), 202
+    run = purchases.buy(services(), actor=caller(), quote_id=body.quote_id)
+    return run_public(run).model_dump(mode="json"), 202
 
 
 @api.get(

@@ -7,12 +7,16 @@ can never both see the budget before the other's reservation.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlmodel import Session, col, select
 
 from market.catalog.models import Dataset
 from market.errors import NotFound
 from market.trading.models import PrivacyRelease, ReleaseState
-from privacy.accounting import PrivacyLedger
+
+if TYPE_CHECKING:
+    from privacy.accounting import PrivacyLedger
 
 COUNTED = (ReleaseState.RESERVED, ReleaseState.SPENT)
 
@@ -26,6 +30,10 @@ def lock_dataset(session: Session, dataset_id: str) -> Dataset:
 
 
 def ledger_for(session: Session, dataset_id: str, *, accountant: str) -> PrivacyLedger:
+    # Imported here: Opacus (and torch) take seconds to import, and only budget questions
+    # need them, not every process that imports the marketplace.
+    from privacy.accounting import PrivacyLedger
+
     rows = session.exec(
         select(PrivacyRelease.records).where(
             PrivacyRelease.dataset_id == dataset_id, col(PrivacyRelease.state).in_(COUNTED)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session, col, select
 
@@ -25,11 +25,15 @@ from market.money import from_minor, to_minor
 from market.trading import budget
 from market.trading.models import PrivacyRelease, Quote, ReleaseState, Run, RunStatus
 from market.trading.schemas import QuoteRequest
-from privacy.accounting import compose_epsilon
 from privacy.errors import PlanError, SpecError
 from privacy.preprocessing import input_shape, num_classes
-from privacy.specs import build_model, parse_model_spec, spec_to_dict, template_defaults
-from privacy.training import RunPlan, plan_run
+
+if TYPE_CHECKING:
+    from privacy.training import RunPlan
+
+# torch and Opacus (privacy.specs, privacy.training, privacy.accounting) are imported inside
+# the functions that need them: they take seconds to import, which every CLI command and web
+# worker would otherwise pay at start-up.
 
 # Work per sample of the seed MLP on 28x28 images (784*128+128 + 128*10+10 parameters): the
 # workload the worker classes' configured throughput was measured on.
@@ -56,6 +60,9 @@ def _royalty(dataset: Dataset, epsilon: float) -> Decimal:
 
 def _plan(dataset: Dataset, request: QuoteRequest, settings: Settings) -> tuple[RunPlan, Any, int]:
     """Validate the model against the schema and plan the mechanism; 422 on any problem."""
+    from privacy.specs import build_model, parse_model_spec
+    from privacy.training import plan_run
+
     description = catalog.preprocessing_of(dataset)
     try:
         spec = parse_model_spec(request.model)
@@ -99,6 +106,8 @@ def create_quote(
             f"unknown worker class {request.worker_class!r}",
             details={"field": "worker_class", "allowed": sorted(settings.costing.worker_classes)},
         )
+    from privacy.specs import spec_to_dict, template_defaults
+
     plan, spec, parameters = _plan(dataset, request, settings)
     ledger = budget.ledger_for(session, dataset.id, accountant=settings.trading.accountant)
     epsilon_after = ledger.epsilon_with(plan.records(), delta=dataset.delta)
@@ -170,6 +179,9 @@ def purchase(session: Session, *, actor: User, quote_id: str, settings: Settings
 
     Runs inside the caller's single write transaction; the caller enqueues after commit.
     """
+    from privacy.accounting import compose_epsilon
+    from privacy.training import RunPlan
+
     require_role(actor, Role.RESEARCHER)
     quote = session.exec(select(Quote).where(Quote.id == quote_id).with_for_update()).first()
     if quote is None or quote.researcher_id != actor.id:
@@ -278,6 +290,8 @@ def settle_release(
     accountant: str,
 ) -> None:
     """Turn the run's reservation into a spend (with what was released) or release it."""
+    from privacy.accounting import compose_epsilon
+
     release = session.exec(
         select(PrivacyRelease).where(
             PrivacyRelease.run_id == run.id, PrivacyRelease.state == ReleaseState.RESERVED

@@ -33,6 +33,7 @@ from market.catalog.schemas import DatasetPublic
 from market.db import utcnow
 from market.errors import MarketError, field_errors
 from market.services import services
+from market.trading import purchases
 from market.trading import services as trading
 from market.trading.forms import QuoteForm, SpecInvalid
 from market.trading.models import Quote, Run, RunStatus
@@ -153,19 +154,13 @@ def buy(quote_id: str) -> Response:
     form = ConfirmForm()
     if not form.validate_on_submit():  # the global CSRF check answers 400 before this
         return redirect(url_for("trading.quote_page", quote_id=quote_id), code=303)
-    market = services()
     try:
-        with market.database.write() as session:
-            run = trading.purchase(
-                session, actor=_user(), quote_id=quote_id, settings=market.settings
-            )
-            run_id = run.id
+        run_id = purchases.buy(services(), actor=_user(), quote_id=quote_id).id
     except MarketError as exc:
         if exc.status == 404:
             raise
         flash(exc.message, "error")
         return redirect(url_for("trading.quote_page", quote_id=quote_id), code=303)
-    market.queue.enqueue_run(run_id)
     flash("Bought: the run is queued and its budget reserved.", "info")
     return redirect(url_for("trading.run_page", run_id=run_id), code=303)
 
