@@ -28,6 +28,7 @@ again with ``market.costing.price_run`` and compares every term.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -118,6 +119,72 @@ def rederive_privacy(
                 )
             )
     return problems
+
+
+def cross_check_privacy_rows(
+    rows: list[Mapping[str, Any]], entries: list[dict[str, Any]]
+) -> list[str]:
+    """Compare the database's privacy ledger rows with the signed log; one sentence each.
+
+    ``rows`` are ``privacy_releases`` rows as plain dicts (``id``, ``dataset_id``, ``state``,
+    ``records``, ``epsilon_after``), ``entries`` the verified log's privacy entries (with
+    ``release_id`` = the row id). A row must be in the state and hold the records its latest
+    entry says; a spent row's ``epsilon_after`` must be what the trading service computes at
+    the spend: the composition of the dataset's releases counted at that moment with an id
+    up to the row's (ledger order), replayed from the log, at the logged delta and
+    accountant. So an epsilon edited in the database after the fact is caught even though
+    the log itself is intact.
+    """
+    from privacy.accounting import compose_epsilon
+
+    latest: dict[str, dict[str, Any]] = {}
+    at_spend: dict[str, float] = {}
+    counted: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for entry in entries:
+        if entry["kind"] not in PRIVACY_KINDS:
+            continue
+        data = entry["data"]
+        rid = str(data.get("release_id"))
+        latest[rid] = entry
+        releases = counted.setdefault(str(data["dataset_id"]), {})
+        if entry["kind"] == "privacy.released":
+            releases.pop(rid, None)
+            continue
+        releases[rid] = list(data["records"])
+        if entry["kind"] == "privacy.spent":
+            earlier = [r for k, rs in releases.items() if _ledger_order(k, rid) for r in rs]
+            at_spend[rid] = compose_epsilon(
+                earlier, delta=float(data["delta"]), accountant=data.get("accountant", "rdp")
+            )
+    problems: list[str] = []
+    for row in rows:
+        rid = str(row["id"])
+        found = latest.get(rid)
+        if found is None:
+            problems.append(f"ledger row {rid} has no entry in the audit log")
+            continue
+        state = found["kind"].removeprefix("privacy.")
+        if row["state"] != state:
+            problems.append(
+                f"ledger row {rid} is {row['state']} but audit entry {found['seq']} says {state}"
+            )
+        elif state != "released" and row["records"] != found["data"]["records"]:
+            problems.append(f"ledger row {rid}'s mechanisms differ from audit entry {found['seq']}")
+        elif state == "spent" and not _close(float(row["epsilon_after"]), at_spend[rid]):
+            problems.append(
+                f"ledger row {rid} records epsilon_after {row['epsilon_after']!r} but its "
+                f"mechanisms and those before it, as signed in the log, compose to "
+                f"{at_spend[rid]!r}"
+            )
+    return problems
+
+
+def _ledger_order(other: str, release: str) -> bool:
+    """Whether release ``other`` comes no later than ``release`` in the ledger (row ids)."""
+    try:
+        return int(other) <= int(release)
+    except ValueError:
+        return other <= release
 
 
 def privacy_entry_data(
