@@ -42,6 +42,7 @@ from market.audit.log import (
     latest_checkpoint,
     receipt_evidence,
     record,
+    seqs_for_subject,
 )
 from market.audit.models import AuditEntry, AuditHead, Checkpoint
 from market.audit.signing import ensure_signing_key
@@ -67,6 +68,7 @@ __all__ = [
     "privacy_entry_data",
     "receipt_evidence",
     "record",
+    "seqs_for_subject",
 ]
 
 

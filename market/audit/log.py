@@ -312,13 +312,25 @@ def receipt_evidence(session: Session, settings: Settings, *, seqs: list[int]) -
     """What a run's receipt carries: a fresh checkpoint and the inclusion proof of each of
     the run's entries against it, so the buyer and the owner hold evidence of their own.
 
-    Signs a checkpoint if the newest one does not cover the entries yet.
+    Signs a checkpoint if the newest one does not cover the entries yet. For a run:
+    ``receipt_evidence(session, settings, seqs=seqs_for_subject(session, run.id))``, in the
+    transaction that records ``run.succeeded``, after appending it.
     """
     cp = checkpoint(session, settings)
     return {
         "checkpoint": checkpoint_json(cp),
         "proofs": [inclusion_proof(session, seq=s, checkpoint=cp).to_json() for s in seqs],
     }
+
+
+def seqs_for_subject(session: Session, subject: str | int) -> list[int]:
+    """The seqs of every entry about ``subject`` (e.g. a run id), in order."""
+    statement = (
+        select(AuditEntry.seq)
+        .where(AuditEntry.subject == str(subject))
+        .order_by(col(AuditEntry.seq))
+    )
+    return list(session.exec(statement))
 
 
 def consistency_proof(session: Session, *, old_size: int, new_size: int) -> list[str]:

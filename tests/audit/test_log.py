@@ -105,7 +105,11 @@ def test_inclusion_proof_of_an_entry_verifies_with_the_public_key_only(
 
     append_many(database, audit_settings, 7)
     with database.write() as session:
-        evidence = log.receipt_evidence(session, audit_settings, seqs=[3, 7])
+        seqs = log.seqs_for_subject(session, "subject-2") + log.seqs_for_subject(
+            session, "subject-6"
+        )
+        assert seqs == [3, 7]
+        evidence = log.receipt_evidence(session, audit_settings, seqs=seqs)
     assert evidence["checkpoint"]["tree_size"] == 7
     for proof in evidence["proofs"]:
         assert verify_inclusion_evidence(proof, public_pem)
