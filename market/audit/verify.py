@@ -200,7 +200,21 @@ def _verify_structure(
                     checkpoint=old.tree_size,
                 ),
             )
-        return _verify_body(lines, public_key, old, report, ledgers.KINDS)
+        collected = _verify_body(lines, public_key, old, report, ledgers.KINDS)
+    announced = header.get("tree_size")
+    if isinstance(announced, int) and announced != report.entries:
+        # The header is not signed (a forger rewrites it); this catches a partial copy.
+        n = report.entries
+        raise _fail(
+            report,
+            Problem(
+                "truncated",
+                f"entry {min(n, announced) + 1} is missing: the export's header announces "
+                f"{announced} entries but it holds {n}",
+                seq=min(n, announced) + 1,
+            ),
+        )
+    return collected
 
 
 def _parse_line(line: bytes, number: int, report: VerifyReport, *, what: str) -> dict[str, Any]:

@@ -139,6 +139,8 @@ def test_truncating_the_tail_is_caught_against_a_kept_checkpoint(
             or (json.loads(line)["type"] == "checkpoint" and json.loads(line)["tree_size"] > 8)
         )
     ]
+    header = json.loads(lines[0])
+    lines[0] = json.dumps({**header, "tree_size": 8}) + "\n"  # the forger fixes the header
     truncated = _write(out, lines)
     assert verify_export(truncated, public_pem).ok  # consistent on its own...
     report = verify_export(truncated, public_pem, kept)  # ...but not with what was kept
@@ -253,3 +255,29 @@ def test_a_byte_that_is_not_utf8_names_its_entry(export_file: Path, public_pem: 
     tampered.write_bytes(b"".join(lines))
     report = verify_export(tampered, public_pem)
     assert report.first_bad_seq == 5, report.summary()
+
+
+def test_a_checkpoint_kept_as_the_api_json_works_too(
+    tmp_path: Path, database: Database, audit_settings: Settings, public_pem: bytes
+) -> None:
+    append_many(database, audit_settings, 5)
+    with database.write() as session:
+        kept = json.dumps(log.checkpoint_json(log.checkpoint(session, audit_settings)))
+    append_many(database, audit_settings, 2, start=5)
+    out = tmp_path / "log.jsonl"
+    export_log(database, audit_settings, out)
+    assert verify_export(out, public_pem, kept).ok
+    lines = _lines(out)
+    del lines[_entry_line(lines, 7)]
+    del lines[_entry_line(lines, 6)]
+    lines = [
+        ln
+        for ln in lines
+        if json.loads(ln)["type"] != "checkpoint" or json.loads(ln)["tree_size"] <= 5
+    ]
+    report = verify_export(_write(out, lines), public_pem, kept)
+    assert report.first_bad_seq == 6 and "header announces 7" in report.summary()
+    header = json.loads(lines[0])
+    lines[0] = json.dumps({**header, "tree_size": 5}) + "\n"
+    report = verify_export(_write(out, lines), public_pem, kept)
+    assert report.ok  # a prefix of size 5 is consistent with a checkpoint of size 5
