@@ -196,3 +196,16 @@ def test_the_head_is_rebuilt_from_the_entries_if_lost(
     with database.write() as session:
         cp = log.checkpoint(session, audit_settings)
     assert cp.root == merkle.root([bytes.fromhex(e.leaf_hash) for e in entries]).hex()
+
+
+def test_an_export_of_either_database_verifies_offline(
+    tmp_path, database: Database, audit_settings: Settings, public_pem: bytes
+) -> None:
+    from market.audit.export import export_log
+    from market.audit.verify import verify_export
+
+    append_many(database, audit_settings, 6)
+    out = tmp_path / "log.jsonl"
+    assert export_log(database, audit_settings, out) == 6
+    report = verify_export(out, public_pem)
+    assert report.ok and report.entries == 6, report.summary()
