@@ -171,11 +171,16 @@ def test_tiny_epsilon_is_clearly_worse_than_non_private(digits, seed_model_spec)
     model = build_model(seed_model_spec, input_shape=digits.x.shape[1:], num_classes=10)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     x, y = torch.from_numpy(digits.x), torch.from_numpy(digits.y)
-    for _ in range(10):
-        for idx in torch.randperm(len(y)).split(64):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two threads collapse on a busy 2-core machine (DESIGN.md 7)
+    try:
+        for _ in range(10):
+            for idx in torch.randperm(len(y)).split(64):
+                opt.zero_grad()
+                nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+                opt.step()
+    finally:
+        torch.set_num_threads(threads)
     clear_acc = accuracy(model, digits.x_test, digits.y_test)
     assert clear_acc > 0.9
     assert dp_acc < clear_acc - 0.2, (dp_acc, clear_acc)
@@ -379,9 +384,9 @@ def test_every_allowed_layer_trains_under_dp(name, mode):
     assert result.steps == plan.steps
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(
-    rows=st.integers(500, 200_000),
+    rows=st.integers(500, 100_000),
     epsilon=st.floats(0.3, 8.0),
     epochs=st.integers(1, 30),
     batch_exp=st.integers(5, 9),
