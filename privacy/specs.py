@@ -275,8 +275,10 @@ def spec_to_dict(spec: AnyModelSpec) -> dict[str, Any]:
     return spec.model_dump(mode="json", exclude_none=True)
 
 
-def template_defaults(spec: AnyModelSpec) -> dict[str, Any]:
-    """Suggested learning rate, optimizer, clipping norm, batch size and epochs."""
+def template_defaults(spec: Any) -> dict[str, Any]:
+    """Suggested learning rate, optimizer, clipping norm, batch size and epochs
+    (``spec`` raw or parsed)."""
+    spec = parse_model_spec(spec)
     key = spec.template if not isinstance(spec, LayersSpec) else "layers"
     return dict(TEMPLATE_DEFAULTS[key])
 
