@@ -195,14 +195,15 @@ TEMPLATE_DEFAULTS: dict[str, dict[str, Any]] = {
         "batch_size": 256,
         "epochs": 10,
     },
-    # Tramer & Boneh train this CNN with DP-SGD momentum 0.9; with Opacus's mean
-    # reduction Adam at 2e-3 reaches the same region without a per-dataset search.
+    # Tramer & Boneh train this CNN with DP-SGD momentum 0.9 and clipping norm 0.1. With
+    # Opacus's mean reduction we use Adam; measured here at epsilon 3: 1e-2 gave 0.91 on
+    # digits (8x8) and 0.9965 on 10k MNIST rows (3 epochs) against 0.71 and 0.9945 at 2e-3.
     "cnn": {
-        "learning_rate": 0.002,
+        "learning_rate": 0.01,
         "optimizer": "adam",
         "max_grad_norm": 0.1,
-        "batch_size": 512,
-        "epochs": 20,
+        "batch_size": 256,
+        "epochs": 10,
     },
     "layers": {
         "learning_rate": 0.01,

@@ -259,9 +259,9 @@ def test_prv_plan_is_kept_by_opacus_prv_accountant(digits):
 # -- clipping is enforced -----------------------------------------------------------
 
 
-def _outlier_data(model, rows=40, width=6):
+def _outlier_data(model, shape, rows=40):
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(rows, width)).astype(np.float32)
+    x = rng.normal(size=(rows, *shape)).astype(np.float32)
     x[0] = 1e4  # one wildly out-of-scale row...
     y = (np.arange(rows) % 2).astype(np.int64)
     with torch.no_grad():  # ...labelled against the model, so its gradient is huge
@@ -269,12 +269,24 @@ def _outlier_data(model, rows=40, width=6):
     return x, y
 
 
+OUTLIER_MODELS = {
+    "linear": ({"template": "logistic_regression"}, (6,)),
+    "conv": (
+        {"layers": [{"type": "conv2d", "out_channels": 3, "kernel_size": 3, "padding": 1},
+                    {"type": "flatten"}, {"type": "linear", "out_features": 2}]},
+        (1, 4, 4),
+    ),
+}  # fmt: skip
+
+
 @pytest.mark.parametrize("physical", [256, 7])  # 7: one logical batch, six physical ones
 @pytest.mark.parametrize("mode", ["ghost", "hooks"])
-def test_outlier_update_is_bounded_by_the_clipping_norm(mode, physical):
+@pytest.mark.parametrize("kind", sorted(OUTLIER_MODELS))
+def test_outlier_update_is_bounded_by_the_clipping_norm(kind, mode, physical):
+    spec, shape = OUTLIER_MODELS[kind]
     torch.manual_seed(0)
-    model = build_model({"template": "logistic_regression"}, input_shape=(6,), num_classes=2)
-    x, y = _outlier_data(model)
+    model = build_model(spec, input_shape=shape, num_classes=2)
+    x, y = _outlier_data(model, shape)
     clip = 1.0
     plan = plan_run(rows=len(y), epsilon=1.0, delta=1e-3, epochs=1, batch_size=len(y),
                     max_grad_norm=clip, holdout_fraction=0.0)  # fmt: skip
