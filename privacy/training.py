@@ -316,7 +316,15 @@ def _calibrate(total: Callable[[float], float], *, target: float) -> float:
 
 @dataclass(frozen=True)
 class TrainingResult:
-    """What a finished run hands back; nothing here is a statistic of the raw rows."""
+    """What a finished run hands back; nothing here is a statistic of the raw rows.
+
+    ``records`` go to the ledger (DP-SGD steps, then the metric releases); ``epsilon``
+    is their composition under the plan's accountant (at most ``plan.epsilon``).
+    ``epsilon_training`` is Opacus's own accountant for the steps it counted (RDP on
+    the ledger's order grid, or PRV for PRV plans; Opacus has no PLD, so PLD plans
+    report the looser RDP figure here). ``metrics`` hold the noisy held-out accuracy
+    and loss, their noise standard deviation and the (public) held-out size.
+    """
 
     state_dict: dict[str, torch.Tensor]
     records: list[dict[str, Any]]
