@@ -114,6 +114,9 @@ def init() -> None:
 
     version = init_keydir(settings.key_dir)
     click.echo(f"key-encryption keys ready: {settings.key_dir} (newest version {version})")
+    from market.audit import ensure_signing_key
+
+    click.echo(f"audit log signing key ready: {ensure_signing_key(settings)}")
     _sweep_orphans(settings)
     click.echo(f"instance folder ready: {home}")
 
@@ -316,6 +319,15 @@ def demo(no_train: bool, keep_passwords: bool) -> None:
     settings = _settings()
     _require_migrated(settings)
     run_demo(settings, train=not no_train, reset_passwords=not keep_passwords, echo=click.echo)
+
+
+def _register_groups() -> None:
+    from market.audit.cli import audit
+
+    main.add_command(audit)
+
+
+_register_groups()
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from flask.testing import FlaskClient
 
 from market import create_app
 from market.accounts.models import Role
+from market.audit import ensure_signing_key
 from market.extensions import limiter
 from market.migrations import upgrade_to_head
 from market.models import metadata
@@ -124,6 +125,7 @@ def app(tmp_path: Path, database_url: str) -> Iterator[Any]:
     init_keydir(tmp_path / "keys")
     application = create_app(app_overrides(tmp_path, database_url))
     application.config["TESTING"] = True
+    ensure_signing_key(application.extensions["market"].settings)
     limiter.reset()
     yield application
     application.extensions["market"].database.dispose()

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
+from market import audit
 from market.accounts.models import ApiToken, Role, User, UserCreate
 from market.accounts.passwords import PasswordService
 from market.db import utcnow
@@ -59,6 +60,13 @@ def create_user(
     )
     session.add(user)
     session.flush()
+    audit.append(
+        session,
+        kind="user.created",
+        subject=user.id or 0,
+        actor_id=None,
+        data={"email": user.email, "role": user.role.value},
+    )
     return user
 
 

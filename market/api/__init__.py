@@ -77,3 +77,6 @@ def init_app(app: Flask) -> None:
     app.register_api(catalog_api)
     app.register_api(trading_api)
     app.register_api(ledger_api)
+    from market.audit import init_app as init_audit
+
+    init_audit(app)

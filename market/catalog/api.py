@@ -18,7 +18,7 @@ from market.catalog.schemas import (
     DatasetPublic,
 )
 from market.catalog.streams import body_chunks
-from market.catalog.uploads import upload_dataset_file
+from market.catalog.uploads import delist_dataset, upload_dataset_file
 from market.extensions import csrf
 from market.services import services
 
@@ -130,9 +130,7 @@ def get_dataset(path: DatasetPath):
 @api_login_required(Role.OWNER)
 def delete_dataset(path: DatasetPath):
     market = services()
-    with market.database.write() as session:
-        dataset, storage_name = catalog.delist(session, actor=caller(), dataset_id=path.dataset_id)
+    dataset = delist_dataset(market, actor=caller(), dataset_id=path.dataset_id)
+    with market.database.read() as session:
         out = catalog.to_public(session, dataset)
-    if storage_name:
-        market.store.delete(storage_name)
     return out.model_dump(mode="json")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlmodel import col, select
 
+from market import audit
 from market.catalog.models import Dataset
 from market.services import Services
 from privacy.vault import Keyring, WrappedKey
@@ -38,4 +39,13 @@ def rewrap_all(market: Services) -> tuple[int, int]:
             dataset.key_version = new.version
             session.add(dataset)
             moved += 1
+    with market.database.write() as session:
+        audit.record(
+            session,
+            market.settings,
+            kind="keys.rotated",
+            subject=f"kek-v{keyring.current_version}",
+            actor_id=None,
+            data={"to_version": keyring.current_version, "rewrapped": moved, "current": already},
+        )
     return moved, already

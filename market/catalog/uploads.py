@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from market import audit
 from market.accounts.models import User
 from market.catalog import services as catalog
 from market.catalog.models import Dataset
@@ -55,7 +56,41 @@ def upload_dataset_file(
                 rows=stored.rows,
                 ciphertext_bytes=stored.ciphertext_bytes,
             )
+            audit.record(
+                session,
+                market.settings,
+                kind="dataset.listed",
+                subject=listed.id,
+                actor_id=actor.id,
+                data={
+                    "owner_id": listed.owner_id,
+                    "title": listed.title,
+                    "rows": listed.rows,
+                    "epsilon_total": listed.epsilon_total,
+                    "delta": listed.delta,
+                    "max_epsilon_per_run": listed.max_epsilon_per_run,
+                    "key_version": listed.key_version,
+                },
+            )
     except BaseException:
         market.store.delete(stored.storage_name)
         raise
     return listed
+
+
+def delist_dataset(market: Services, *, actor: User, dataset_id: str) -> Dataset:
+    """Delist and crypto-shred in one transaction (recorded), then delete the ciphertext."""
+    with market.database.write() as session:
+        dataset, storage_name = catalog.delist(session, actor=actor, dataset_id=dataset_id)
+        if storage_name:
+            audit.record(
+                session,
+                market.settings,
+                kind="dataset.delisted",
+                subject=dataset.id,
+                actor_id=actor.id,
+                data={"shredded": True},
+            )
+    if storage_name:
+        market.store.delete(storage_name)
+    return dataset

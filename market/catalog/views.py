@@ -23,7 +23,7 @@ from market.accounts.services import require_role
 from market.catalog import services as catalog
 from market.catalog.schemas import DatasetCreate
 from market.catalog.streams import StreamingForm
-from market.catalog.uploads import upload_dataset_file
+from market.catalog.uploads import delist_dataset, upload_dataset_file
 from market.errors import MarketError, field_errors
 from market.extensions import csrf
 from market.services import services
@@ -167,10 +167,6 @@ def new_dataset() -> Response | tuple[str, int]:
 def delete_dataset(dataset_id: str) -> Response:
     form = ConfirmForm()
     if form.validate_on_submit():
-        market = services()
-        with market.database.write() as session:
-            dataset, storage_name = catalog.delist(session, actor=_user(), dataset_id=dataset_id)
-        if storage_name:
-            market.store.delete(storage_name)
+        dataset = delist_dataset(services(), actor=_user(), dataset_id=dataset_id)
         flash(f"Delisted “{dataset.title}”; its data key is destroyed.", "info")
     return redirect(url_for("catalog.my_datasets"))

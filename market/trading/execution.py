@@ -9,8 +9,10 @@ run is never charged twice: settling a reservation that is already settled does 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from sqlmodel import col, select
 
+from market import audit
 from market.catalog import services as catalog
 from market.catalog.models import Dataset, DatasetFormat
 from market.costing import Money, measure, price_run
@@ -61,6 +64,14 @@ def _claim(market: Services, run_id: str) -> _Claimed | None:
         quote = session.get(Quote, run.quote_id)
         dataset = session.get(Dataset, run.dataset_id)
         assert quote is not None and dataset is not None
+        audit.record(
+            session,
+            market.settings,
+            kind="run.started",
+            subject=run.id,
+            actor_id=None,
+            data={"attempt": run.attempts, "worker": socket.gethostname()},
+        )
         return _Claimed(run=run, quote=quote, dataset=dataset)
 
 
@@ -177,12 +188,44 @@ def _train_and_deliver(market: Services, claimed: _Claimed) -> None:
     with market.database.write() as session:
         stored = session.get(Run, run.id)
         assert stored is not None
-        trading.settle_release(
+        release = trading.settle_release(
             session,
             run=stored,
             state=ReleaseState.SPENT,
             records=result.records,
             accountant=settings.trading.accountant,
+        )
+        if release is not None:
+            trading.audit_release(
+                session, settings, release=release, dataset=dataset, actor_id=None
+            )
+        audit.record(
+            session,
+            settings,
+            kind="cost.receipt",
+            subject=run.id,
+            actor_id=None,
+            data=audit.cost_receipt_data(
+                run_id=run.id,
+                measurement=measurement,
+                worker=worker_class,
+                region=region,
+                settings=settings.costing,
+                royalty=royalty,
+                breakdown=cost,
+            ),
+        )
+        audit.record(
+            session,
+            settings,
+            kind="run.succeeded",
+            subject=run.id,
+            actor_id=None,
+            data={
+                "model_sha256": hashlib.sha256(blob).hexdigest(),
+                "metrics": result.metrics,
+                "epsilon_spent": result.epsilon,
+            },
         )
         composed = trading.budget.committed_epsilon(
             session, dataset, accountant=settings.trading.accountant
@@ -219,6 +262,14 @@ def _train_and_deliver(market: Services, claimed: _Claimed) -> None:
             },
         }
         stored.heartbeat_at = utcnow()
+        stored.privacy_receipt = {
+            **stored.privacy_receipt,
+            # The signed checkpoint and inclusion proofs of this run's log entries: the buyer
+            # can check them offline with the service's public key alone.
+            "audit": audit.receipt_evidence(
+                session, settings, seqs=audit.seqs_for_subject(session, run.id)
+            ),
+        }
         session.add(stored)
 
 
@@ -231,12 +282,25 @@ def fail_run(market: Services, run_id: str, *, code: str, message: str) -> None:
         quote = session.get(Quote, run.quote_id)
         assert quote is not None
         trained = run.progress_step > 0
-        trading.settle_release(
+        release = trading.settle_release(
             session,
             run=run,
             state=ReleaseState.SPENT if trained else ReleaseState.RELEASED,
             records=RunPlan.from_dict(quote.plan).records() if trained else None,
             accountant=market.settings.trading.accountant,
+        )
+        dataset = session.get(Dataset, run.dataset_id)
+        if release is not None and dataset is not None:
+            trading.audit_release(
+                session, market.settings, release=release, dataset=dataset, actor_id=None
+            )
+        audit.record(
+            session,
+            market.settings,
+            kind="run.failed",
+            subject=run.id,
+            actor_id=None,
+            data={"code": code, "message": message[:1000], "charged": trained},
         )
         run.status = RunStatus.FAILED
         run.error_code = code

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session, col, select
 
+from market import audit
 from market.accounts.models import Role, User
 from market.accounts.services import require_role
 from market.catalog import services as catalog
@@ -20,7 +21,7 @@ from market.catalog.models import Dataset, DatasetStatus
 from market.config import Settings
 from market.costing import Money, quote_costs
 from market.db import utcnow
-from market.errors import Conflict, MarketError, NotFound, ValidationFailed
+from market.errors import Conflict, NotFound, ValidationFailed
 from market.money import from_minor, to_minor
 from market.trading import budget
 from market.trading.models import PrivacyRelease, Quote, ReleaseState, Run, RunStatus
@@ -227,19 +228,70 @@ def purchase(session: Session, *, actor: User, quote_id: str, settings: Settings
     )
     session.add(run)
     session.flush()
-    session.add(
-        PrivacyRelease.model_validate(
-            {
-                "dataset_id": dataset.id,
-                "run_id": run.id,
-                "state": ReleaseState.RESERVED,
-                "records": plan.records(),
-                "epsilon": compose_epsilon(plan.records(), delta=dataset.delta),
-                "epsilon_after": after,
-            }
-        )
+    release = PrivacyRelease.model_validate(
+        {
+            "dataset_id": dataset.id,
+            "run_id": run.id,
+            "state": ReleaseState.RESERVED,
+            "records": plan.records(),
+            "epsilon": compose_epsilon(plan.records(), delta=dataset.delta),
+            "epsilon_after": after,
+        }
     )
+    session.add(release)
+    session.flush()
+    audit.record(
+        session,
+        settings,
+        kind="run.purchased",
+        subject=run.id,
+        actor_id=actor.id,
+        data={
+            "quote_id": quote.id,
+            "dataset_id": dataset.id,
+            "price_minor": quote.price_total_minor,
+            "currency": quote.currency,
+            "mechanism": {
+                "noise_multiplier": plan.noise_multiplier,
+                "sample_rate": plan.sample_rate,
+                "steps": plan.steps,
+                "epsilon": plan.epsilon,
+                "delta": plan.delta,
+            },
+        },
+    )
+    audit_release(session, settings, release=release, dataset=dataset, actor_id=actor.id)
+    audit.checkpoint(session, settings)  # every purchase is covered by a signed checkpoint
     return run
+
+
+def audit_release(
+    session: Session,
+    settings: Settings,
+    *,
+    release: PrivacyRelease,
+    dataset: Dataset,
+    actor_id: int | None,
+) -> None:
+    """Record a reservation, spend or release with the dataset's composed epsilon after it."""
+    after = budget.committed_epsilon(session, dataset, accountant=settings.trading.accountant)
+    audit.record(
+        session,
+        settings,
+        kind=f"privacy.{release.state.value}",
+        subject=release.run_id or dataset.id,
+        actor_id=actor_id,
+        data=audit.privacy_entry_data(
+            dataset_id=dataset.id,
+            release_id=release.id or 0,
+            run_id=release.run_id,
+            records=release.records,
+            delta=dataset.delta,
+            epsilon_after=after,
+            epsilon_total=dataset.epsilon_total,
+            accountant=settings.trading.accountant,
+        ),
+    )
 
 
 def _may_see_run(session: Session, actor: User, run: Run) -> bool:
@@ -288,8 +340,10 @@ def settle_release(
     state: ReleaseState,
     records: list[dict[str, Any]] | None,
     accountant: str,
-) -> None:
-    """Turn the run's reservation into a spend (with what was released) or release it."""
+) -> PrivacyRelease | None:
+    """Turn the run's reservation into a spend (with what was released) or release it.
+
+    Returns the settled release, or None when there was nothing left to settle."""
     from privacy.accounting import compose_epsilon
 
     release = session.exec(
@@ -298,7 +352,7 @@ def settle_release(
         )
     ).first()
     if release is None:  # already settled: never charge twice
-        return
+        return None
     dataset = session.get(Dataset, run.dataset_id)
     assert dataset is not None
     release.state = state
@@ -323,14 +377,7 @@ def settle_release(
             accountant=accountant,
         )
         session.add(release)
-
-
-class RunFailure(MarketError):
-    """A run ended in failure; ``code`` is stored on the run."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+    return release
 
 
 def scheduled_start(quote: Quote) -> datetime | None:

@@ -51,37 +51,39 @@ def test_auditor_pages_entries_and_verifies_a_proof_with_the_public_key(
     make_user: Callable[..., Any],
     token_for: Callable[..., dict[str, str]],
 ) -> None:
-    _append(audit_app, 5)
+    # Creating the auditor's account is itself logged (seq 1); five more entries follow.
     headers = token_for(make_user(Role.AUDITOR))
+    _append(audit_app, 5)
 
     first = client.get("/api/v1/audit/entries?after=0&limit=3", headers=headers).get_json()
     assert [e["seq"] for e in first["items"]] == [1, 2, 3]
-    assert first["tree_size"] == 5 and first["next_after"] == 3
+    assert first["items"][0]["kind"] == "user.created"
+    assert first["tree_size"] == 6 and first["next_after"] == 3
     rest = client.get("/api/v1/audit/entries?after=3&limit=3", headers=headers).get_json()
-    assert [e["seq"] for e in rest["items"]] == [4, 5] and rest["next_after"] is None
-    entry = first["items"][1]
+    assert [e["seq"] for e in rest["items"]] == [4, 5, 6] and rest["next_after"] is None
+    entry = first["items"][2]
     assert entry["leaf_hash"] == merkle.leaf_hash(entry["entry"].encode()).hex()
     assert entry["time"].endswith("Z") and entry["data"] == {"i": 1}
 
     # No checkpoint yet: the endpoint signs the first one.
     cp = client.get("/api/v1/audit/checkpoint", headers=headers).get_json()
-    assert cp["tree_size"] == 5 and cp["note"].startswith(cp["origin"] + "\n5\n")
+    assert cp["tree_size"] == 6 and cp["note"].startswith(cp["origin"] + "\n6\n")
     pem = client.get("/api/v1/audit/public-key", headers=headers)
     assert pem.mimetype == "application/x-pem-file"
     assert pem.get_data(as_text=True).startswith("-----BEGIN PUBLIC KEY-----")
 
-    proof = client.get("/api/v1/audit/entries/2/proof", headers=headers).get_json()
+    proof = client.get("/api/v1/audit/entries/3/proof", headers=headers).get_json()
     assert proof["entry"] == entry["entry"]
     assert verify_inclusion_evidence(proof, pem.get_data())
 
     _append(audit_app, 3)
     with audit_app.extensions["market"].database.write() as session:
         log.checkpoint(session, audit_app.extensions["market"].settings)
-    consistency = client.get("/api/v1/audit/consistency?first=5", headers=headers).get_json()
-    assert consistency["second"] == 8
+    consistency = client.get("/api/v1/audit/consistency?first=6", headers=headers).get_json()
+    assert consistency["second"] == 9
     assert merkle.verify_consistency(
-        5,
-        8,
+        6,
+        9,
         bytes.fromhex(cp["root"]),
         bytes.fromhex(consistency["checkpoint"]["root"]),
         [bytes.fromhex(h) for h in consistency["proof"]],

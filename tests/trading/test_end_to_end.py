@@ -76,3 +76,43 @@ def test_safetensors_file_carries_spec_and_preprocessing(
     with safe_open(str(path), framework="pt") as handle:
         meta = handle.metadata()
     assert "privacy.spec" in meta and "privacy.preprocessing" in meta
+
+
+def test_receipt_evidence_and_the_exported_log_verify_offline(
+    app, client, listed_cancer, researcher, consumer, wait_for_run, tmp_path
+) -> None:
+    """The run's receipt proves its log entries with the public key alone, and the whole
+    exported log (listing, purchase, reservation, spend, cost receipt) verifies offline,
+    re-deriving the dataset's composed epsilon and the run's cost terms."""
+    from market.audit.export import export_log
+    from market.audit.signing import public_key_path
+    from market.audit.verify import verify_export, verify_inclusion_evidence
+
+    _, headers = researcher
+    q = client.post(
+        "/api/v1/quotes", json=quote_body(listed_cancer["id"]), headers=headers
+    ).get_json()
+    run_id = client.post("/api/v1/runs", json={"quote_id": q["id"]}, headers=headers).get_json()[
+        "id"
+    ]
+    run = wait_for_run(headers, run_id)
+    assert run["status"] == "succeeded"
+    settings = app.extensions["market"].settings
+    pem = public_key_path(settings).read_bytes()
+    evidence = run["privacy_receipt"]["audit"]
+    kinds = []
+    for proof in evidence["proofs"]:
+        assert verify_inclusion_evidence(proof, pem)
+        kinds.append(__import__("json").loads(proof["entry"])["kind"])
+    assert {
+        "run.purchased",
+        "privacy.reserved",
+        "run.started",
+        "privacy.spent",
+        "cost.receipt",
+        "run.succeeded",
+    } <= set(kinds)
+    export = tmp_path / "audit.jsonl"
+    export_log(app.extensions["market"].database, settings, export)
+    report = verify_export(export, pem)
+    assert report.ok, report
