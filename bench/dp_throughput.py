@@ -20,7 +20,7 @@ training.
 Samples/s for DP modes counts the expected rows per epoch (Poisson batches vary); timings are
 ``train_private``'s own training time (model copy, ``make_private`` and the loop). Data: MNIST
 from ``--data`` (``mnist.npz``) when present, else scikit-learn's bundled digits (said so).
-Run ``python bench/dp_throughput.py [--rows 10000] [--epochs 1] [--json OUT]``.
+Run ``python bench/dp_throughput.py [--rows 10000] [--epochs 1] [--repeat 3] [--json OUT]``.
 """
 
 from __future__ import annotations
@@ -52,7 +52,22 @@ MODES = ("nonprivate", "ghost", "hooks", "hooks_256", "hooks_256_mmap")
 
 
 def peak_rss_mib() -> float:
+    """Peak RSS since the last ``reset_peak_rss`` (Linux ``VmHWM``), else since start."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_rss() -> None:
+    """Reset ``VmHWM`` to the current RSS (Linux: ``echo 5 > /proc/self/clear_refs``)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 def load(data_dir: Path, rows: int) -> tuple[np.ndarray, np.ndarray, str]:
@@ -89,6 +104,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict:
     if mode.startswith("hooks_256"):
         privacy.training.HOOKS_BUFFER_BYTES = 1 << 62
     x, y, source = load(Path(args.data), args.rows)
+    reset_peak_rss()  # the peak of loading (the whole archive) is not the training's
     baseline = peak_rss_mib()
     model = build_model(SEED_MODEL, input_shape=x.shape[1:], num_classes=10)
     if mode == "nonprivate":
@@ -142,26 +158,37 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--repeat", type=int, default=3, help="best of N interleaved runs")
     parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks it starts")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.smoke:
+        args.rows, args.modes = 512, "nonprivate,ghost"
     if args.child:
         print(json.dumps(run_mode(args.child, args)))
         return
 
-    results = []
-    for mode in args.modes.split(","):
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        if mode.endswith("_mmap"):
-            env["MALLOC_MMAP_THRESHOLD_"] = str(4 << 30)
-            env["MALLOC_TOP_PAD_"] = str(512 << 20)
-        argv = [sys.executable, __file__, "--child", mode, "--data", args.data,
-                "--rows", str(args.rows), "--epochs", str(args.epochs),
-                "--batch-size", str(args.batch_size)]  # fmt: skip
-        out = subprocess.run(argv, capture_output=True, text=True, env=env, check=True)
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    # Modes run round-robin, --repeat times, and each keeps its best run: on a shared
+    # machine a neighbour's burst then penalises every mode alike instead of one.
+    best: dict[str, dict] = {}
+    for _ in range(args.repeat):
+        for mode in args.modes.split(","):
+            env = dict(os.environ, PYTHONPATH=str(ROOT))
+            if mode.endswith("_mmap"):
+                env["MALLOC_MMAP_THRESHOLD_"] = str(4 << 30)
+                env["MALLOC_TOP_PAD_"] = str(512 << 20)
+            argv = [sys.executable, __file__, "--child", mode, "--data", args.data,
+                    "--rows", str(args.rows), "--epochs", str(args.epochs),
+                    "--batch-size", str(args.batch_size)]  # fmt: skip
+            out = subprocess.run(argv, capture_output=True, text=True, env=env, check=True)
+            run = json.loads(out.stdout.strip().splitlines()[-1])
+            if mode not in best or run["samples_per_s"] > best[mode]["samples_per_s"]:
+                best[mode] = run
+    results = list(best.values())
 
     base = next((r for r in results if r["mode"] == "nonprivate"), None)
+    print(f"best of {args.repeat} interleaved runs; load average {os.getloadavg()[0]:.1f}")
     print(f"data: {results[0]['source']}, {args.rows} rows, {args.epochs} epoch(s), "
           f"batch {args.batch_size}, 1 torch thread, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores")  # fmt: skip
