@@ -6,8 +6,8 @@ not import torch and Opacus, which take seconds and hundreds of MB in a web proc
 A run, end to end (every privacy parameter is keyword-only)::
 
     description = describe_preprocessing(listing_metadata)      # public metadata only
-    model = build_model(spec, input_shape=input_shape(description),
-                        num_classes=num_classes(description), max_parameters=cap)
+    shape, classes = preprocessing.input_shape(description), preprocessing.num_classes(description)
+    model = build_model(spec, input_shape=shape, num_classes=classes, max_parameters=cap)
     plan = plan_run(rows=n, epsilon=1.0, delta=1e-6, epochs=5, batch_size=256,
                     max_grad_norm=1.0)                            # raises PlanError
     ledger = PrivacyLedger(stored_records)                       # the dataset's releases
@@ -17,7 +17,7 @@ A run, end to end (every privacy parameter is keyword-only)::
                            plan=plan, learning_rate=0.01, progress=report)
     ledger.extend(result.records)                                # what was released
     blob = model_bytes(state_dict=result.state_dict, spec=spec, preprocessing=description,
-                       input_shape=..., num_classes=..., plan=plan.to_dict())
+                       input_shape=shape, num_classes=classes, plan=plan.to_dict())
 """
 
 from typing import TYPE_CHECKING
