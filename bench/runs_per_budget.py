@@ -74,14 +74,18 @@ def main() -> None:
     parser.add_argument("--per-run", type=float, default=1.0)
     parser.add_argument("--accountants", default="rdp")
     parser.add_argument("--json")
+    parser.add_argument("--smoke", action="store_true", help="one small scenario, cap 3")
     args = parser.parse_args()
+    scenarios = SCENARIOS[-1:] if args.smoke else SCENARIOS
+    if args.smoke:
+        args.cap = 3.0
     warnings.simplefilter("ignore")  # Opacus's notices about alpha ranges, not results
     results = []
     print(f"budget epsilon {args.cap:g} at delta {args.delta:g}; runs planned at epsilon "
           f"{args.per_run:g} each (training + 2 noisy metrics)")  # fmt: skip
     print(f"{'scenario':<26}{'acct':>5}{'sigma':>8}{'ledger':>8}{'summing':>9}"
           f"{'eps spent':>11}{'fits ms':>9}{'records':>9}")  # fmt: skip
-    for scenario in SCENARIOS:
+    for scenario in scenarios:
         for accountant in args.accountants.split(","):
             r = count_runs(
                 scenario, accountant=accountant, cap=args.cap, delta=args.delta,
