@@ -27,7 +27,9 @@ from tests.catalog.conftest import cancer_rows
 
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
-LOGISTIC_RUN: dict[str, Any] = {"epochs": 10, "batch_size": 64, "learning_rate": 0.1}
+# Epsilon 2 and 20 epochs: at epsilon 1 the three-feature model sometimes stays at the
+# majority class (DP noise is drawn from OS entropy, so runs differ).
+LOGISTIC_RUN: dict[str, Any] = {"epochs": 20, "batch_size": 64, "learning_rate": 0.1}
 
 
 @pytest.mark.slow
@@ -42,7 +44,7 @@ def test_quote_buy_wait_and_predict_over_http(
         assert [d["id"] for d in found] == [listed_cancer["id"]]
         assert market.dataset(listed_cancer["id"])["budget"]["epsilon_spent"] == 0
 
-        quote = market.quote(listed_cancer["id"], "logistic_regression", 1.0, **LOGISTIC_RUN)
+        quote = market.quote(listed_cancer["id"], "logistic_regression", 2.0, **LOGISTIC_RUN)
         assert quote.fits_budget and quote.reason is None
         assert quote.mechanism["noise_multiplier"] > 0 and quote.mechanism["steps"] > 0
         assert quote.estimate["price"]["currency"] == "EUR"
@@ -54,7 +56,7 @@ def test_quote_buy_wait_and_predict_over_http(
         assert run.status == "succeeded", run.error
         assert run.progress["step"] == run.progress["steps"] == quote.mechanism["steps"]
         assert run.privacy_receipt is not None and run.cost_receipt is not None
-        assert run.privacy_receipt["epsilon_spent"] <= 1.0 + 1e-9
+        assert run.privacy_receipt["epsilon_spent"] <= 2.0 + 1e-9
         assert run.privacy_receipt["noise_multiplier"] == quote.mechanism["noise_multiplier"]
         assert run.cost_receipt["measured"]["total"]
         assert run.metrics is not None and "accuracy" in run.metrics
