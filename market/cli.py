@@ -189,6 +189,19 @@ def worker(threads: int | None) -> None:
     lost = reap_lost_runs(market)
     if lost:
         click.echo(f"failed {len(lost)} run(s) whose worker was lost: {', '.join(lost)}")
+    from market.trading import calibration
+
+    worker_class = settings.queue.worker_class
+    if worker_class not in settings.costing.worker_classes:
+        raise MarketError(f"queue.worker_class {worker_class!r} names no costing.worker_classes")
+    throughput = calibration.measure_reference_throughput(
+        settings.costing.estimate.benchmark_samples
+    )
+    with market.database.write() as session:
+        calibration.store(session, worker_class=worker_class, throughput=throughput)
+    click.echo(
+        f"calibrated worker class {worker_class}: {throughput:,.0f} samples/s (reference MLP)"
+    )
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -84,6 +84,7 @@ class QueueSettings(_Section):
     backend: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str = "redis://127.0.0.1:6379/0"
     worker_threads: int = Field(default=1, ge=1, le=64)
+    worker_class: str = Field(default="cpu", max_length=40)
 
 
 class TradingSettings(_Section):

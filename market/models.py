@@ -7,6 +7,7 @@ from sqlmodel import SQLModel
 from market.accounts.models import ApiToken, User
 from market.audit.models import AuditEntry, AuditHead, Checkpoint
 from market.catalog.models import Dataset, DatasetTag
+from market.trading.calibration import WorkerCalibration
 from market.trading.models import PrivacyRelease, Quote, Run
 
 metadata = SQLModel.metadata
@@ -22,5 +23,6 @@ __all__ = [
     "Quote",
     "Run",
     "User",
+    "WorkerCalibration",
     "metadata",
 ]

@@ -23,7 +23,7 @@ from market.costing import Money, quote_costs
 from market.db import utcnow
 from market.errors import Conflict, NotFound, ValidationFailed
 from market.money import from_minor, to_minor
-from market.trading import budget
+from market.trading import budget, calibration
 from market.trading.models import PrivacyRelease, Quote, ReleaseState, Run, RunStatus
 from market.trading.schemas import QuoteRequest
 from privacy.errors import PlanError, SpecError
@@ -137,6 +137,7 @@ def create_quote(
         now=now,
         deadline=request.deadline,
         steps=plan.steps,
+        throughput_samples_per_s=calibration.throughput_for(session, request.worker_class),
         # Workers train with one torch thread (DESIGN.md section 7): one core of the class busy.
         cpu_utilisation=1.0 / settings.costing.worker_classes[request.worker_class].cores,
     )
