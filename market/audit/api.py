@@ -11,10 +11,11 @@ from typing import Any
 from flask import Response
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
+from sqlmodel import col
 
 from market.accounts.models import Role
 from market.api import API_V1, BEARER
-from market.api.auth import api_login_required
+from market.api.auth import api_login_required, caller
 from market.api.schemas import COMMON_ERRORS
 from market.audit import canonical, log, signing
 from market.extensions import csrf
@@ -95,6 +96,23 @@ class ConsistencyProofPublic(BaseModel):
     checkpoint: CheckpointPublic
 
 
+def visible_subjects(actor: Any) -> Any:
+    """None (everything) for auditors and admins, else a subquery of the ids they may see."""
+    from sqlalchemy import String, cast, union
+    from sqlmodel import select
+
+    from market.catalog.models import Dataset
+    from market.trading.models import Run
+
+    if actor.role in (Role.AUDITOR, Role.ADMIN):
+        return None
+    if actor.role is Role.OWNER:
+        owned = select(Dataset.id).where(Dataset.owner_id == actor.id)
+        runs = select(Run.id).where(col(Run.dataset_id).in_(owned))
+        return union(owned, runs)
+    return select(cast(Run.id, String)).where(Run.buyer_id == actor.id)
+
+
 def _entry_public(entry: Any) -> EntryPublic:
     return EntryPublic(
         seq=entry.seq,
@@ -111,12 +129,15 @@ def _entry_public(entry: Any) -> EntryPublic:
 @api.get(
     "/entries", summary="Entries after a seq, in order", security=BEARER, responses={200: EntryPage}
 )
-@api_login_required(Role.AUDITOR)
+@api_login_required()
 def list_entries(query: EntriesQuery):
+    """Auditors read the whole log; owners the entries about their datasets and the runs on
+    them; researchers the entries about their own purchases."""
     settings = services().settings.audit
     limit = min(query.limit or settings.page_size, settings.max_page_size)
     with services().database.read() as session:
-        rows = log.entries_after(session, after=query.after, limit=limit)
+        subjects = visible_subjects(caller())
+        rows = log.entries_after(session, after=query.after, limit=limit, subjects=subjects)
         size = log.tree_size(session)
     items = [_entry_public(r) for r in rows]
     next_after = items[-1].seq if items and items[-1].seq < size else None

@@ -200,14 +200,15 @@ def tree_size(session: Session) -> int:
     return int(session.exec(select(func.count()).select_from(AuditEntry)).one())
 
 
-def entries_after(session: Session, *, after: int, limit: int) -> list[AuditEntry]:
-    """Up to ``limit`` entries with seq > ``after``, in order (for paging)."""
-    statement = (
-        select(AuditEntry)
-        .where(col(AuditEntry.seq) > after)
-        .order_by(col(AuditEntry.seq))
-        .limit(limit)
-    )
+def entries_after(
+    session: Session, *, after: int, limit: int, subjects: Any = None
+) -> list[AuditEntry]:
+    """Up to ``limit`` entries with seq > ``after``, in order (for paging); with ``subjects``
+    (a collection or a subquery of ids), only entries about those subjects."""
+    statement = select(AuditEntry).where(col(AuditEntry.seq) > after)
+    if subjects is not None:
+        statement = statement.where(col(AuditEntry.subject).in_(subjects))
+    statement = statement.order_by(col(AuditEntry.seq)).limit(limit)
     return list(session.exec(statement))
 
 

@@ -71,3 +71,24 @@ def test_owners_and_auditors_cannot_quote_or_buy(
             "/api/v1/quotes", json=quote_body(listed_cancer["id"]), headers=headers
         )
         assert response.status_code == 403
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+def test_audit_entries_are_scoped_to_what_each_role_may_see(
+    client, finished_run, researcher, owner, make_user, token_for, listed_cancer
+) -> None:
+    run, _ = finished_run
+    _, buyer = researcher
+    _, owner_headers = owner
+    auditor = token_for(make_user(Role.AUDITOR))
+    stranger = token_for(make_user(Role.RESEARCHER))
+
+    def subjects(headers: dict[str, str]) -> set[str]:
+        body = client.get("/api/v1/audit/entries?limit=1000", headers=headers).get_json()
+        return {entry["subject"] for entry in body["items"]}
+
+    everything = subjects(auditor)
+    assert {run["id"], listed_cancer["id"]} <= everything
+    assert subjects(buyer) == {run["id"]}
+    assert subjects(owner_headers) == {run["id"], listed_cancer["id"]}
+    assert subjects(stranger) == set()
