@@ -22,7 +22,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> OpenAPI:
     ``config`` is a ready Settings object, or a nested mapping of overrides applied on top of
     config/default.toml, config/local.toml and MARKET_* variables (tests use this).
     """
-    from market import accounts, api, catalog, handlers, security, trading, web
+    from market import accounts, api, catalog, handlers, ledgers_web, security, trading, web
     from market.api import SECURITY_SCHEMES, validation_error_response
     from market.services import EXTENSION_KEY, Services
 
@@ -55,5 +55,6 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> OpenAPI:
     accounts.init_app(app)
     catalog.init_app(app)
     trading.init_app(app)
+    ledgers_web.init_app(app)
     api.init_app(app)
     return app
