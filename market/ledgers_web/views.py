@@ -19,9 +19,17 @@ from market import audit
 from market.accounts.models import Role, User
 from market.accounts.services import require_role
 from market.audit import log, signing
-from market.ledgers_web import charts, summary
+from market.ledgers_web import summary
 from market.services import services
 from market.trading import ledgers
+
+
+def _charts() -> Any:
+    """matplotlib takes about a second to import: load it on the first chart, not at start."""
+    from market.ledgers_web import charts
+
+    return charts
+
 
 bp = Blueprint("ledgers_web", __name__)
 
@@ -69,7 +77,7 @@ def privacy_page(dataset_id: str) -> str:
         "ledger_privacy.html",
         dataset=dataset,
         rows=rows,
-        chart=charts.epsilon_steps(epsilons, cap=dataset.epsilon_total),
+        chart=_charts().epsilon_steps(epsilons, cap=dataset.epsilon_total),
         committed=epsilons[-1] if epsilons else 0.0,
         accountant=market.settings.trading.accountant,
     )
@@ -109,7 +117,7 @@ def costs_page() -> str:
         rows=rows,
         titles=titles,
         totals=summary.cost_summary(rows),
-        chart=charts.over_time(times, series) if times else None,
+        chart=_charts().over_time(times, series) if times else None,
     )
 
 
@@ -148,8 +156,8 @@ def dashboard() -> str:
         "owner_dashboard.html",
         datasets=datasets,
         overall=summary.cost_summary(rows)["overall"],
-        budget_chart=charts.budget_bars(budgets) if budgets else None,
-        chart=charts.over_time(times, series, prefix="owner-costs") if times else None,
+        budget_chart=_charts().budget_bars(budgets) if budgets else None,
+        chart=_charts().over_time(times, series, prefix="owner-costs") if times else None,
     )
 
 
@@ -205,4 +213,4 @@ def cost_breakdown_chart(receipt: dict[str, Any] | None, run_id: str = "run") ->
     if found is None:
         return None
     terms, currency = found
-    return charts.cost_breakdown(terms, currency=currency, prefix=f"receipt-{run_id[:12]}")
+    return _charts().cost_breakdown(terms, currency=currency, prefix=f"receipt-{run_id[:12]}")
