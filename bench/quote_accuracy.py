@@ -17,7 +17,6 @@ import io
 import json
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -138,36 +137,19 @@ def _digits_npz() -> tuple[dict[str, Any], bytes]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write the raw figures here")
+    parser.add_argument("--smoke", action="store_true", help="the first case only")
     args = parser.parse_args()
 
-    from market import create_app
-    from market.accounts import services as accounts
-    from market.migrations import upgrade_to_head
     from market.trading.execution import execute_run
-    from privacy.vault import init_keydir
 
-    home = Path(tempfile.mkdtemp(prefix="quote-accuracy-"))
-    url = f"sqlite:///{home / 'market.db'}"
-    upgrade_to_head(url)
-    init_keydir(home / "keys")
-    app = create_app({"home": str(home), "database": {"url": url}, "app": {"secret_key": "b" * 40}})
-    market = app.extensions["market"]
-    client = app.test_client()
-    password = "bench-password-123"
-    with market.database.write() as session:
-        for email, role in (
-            ("owner@bench.example", "owner"),
-            ("buyer@bench.example", "researcher"),
-        ):
-            accounts.create_user(
-                session, email=email, role=role, password=password, passwords=market.passwords
-            )
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import make_instance
 
-    def token(email: str) -> dict[str, str]:
-        body = client.post("/api/v1/tokens", json={"email": email, "password": password}).get_json()
-        return {"Authorization": f"Bearer {body['token']}"}
-
-    owner, buyer = token("owner@bench.example"), token("buyer@bench.example")
+    # `market init` makes the instance (database, keys and the audit signing key a purchase
+    # needs); see bench/_common.py.
+    inst = make_instance("quote-accuracy-")
+    market, client = inst.market, inst.client
+    owner, buyer = inst.owner, inst.buyer
     datasets = {}
     for key, (meta, body, media) in {
         "cancer": (*_cancer_csv(), "text/csv"),
@@ -182,7 +164,7 @@ def main() -> int:
         datasets[key] = listed["id"]
 
     results = []
-    for case in CASES:
+    for case in CASES[:1] if args.smoke else CASES:
         quote = client.post(
             "/api/v1/quotes",
             headers=buyer,

@@ -174,10 +174,13 @@ def main() -> None:
     parser.add_argument("--sizes", default="64M,1G", help="comma-separated, e.g. 64M,1G")
     parser.add_argument("--repeat", type=int, default=3, help="runs per size below 256 MiB")
     parser.add_argument("--json", dest="json_out", help="also write the results here")
+    parser.add_argument("--smoke", action="store_true", help="1 MiB once: checks it starts")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.smoke:
+        args.sizes, args.repeat = "1M", 1
 
     if args.child:
         result = CHILDREN[args.child](args.size, Path(args.workdir))
