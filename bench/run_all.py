@@ -170,7 +170,7 @@ def summarise(benchmarks: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
             text, anchor = _anchor(x["dataset"], x["label"], x["epsilon"])
             gap = f"; gap {100 * (anchor - x['accuracy']):+.1f} pt" if anchor else ""
             add("2. Accuracy vs epsilon",
-                f"{x['dataset']} {x['label']}, eps {x['epsilon']:g} ({x['epochs']} ep)",
+                f"{x['dataset']} {x['label']}, eps {x['epsilon']:g} ({x['epochs']} epochs)",
                 f"{_pct(x['accuracy'])} (non-private {_pct(x['nonprivate_accuracy'])})",
                 f"{text}{gap}")  # fmt: skip
         fractions = [x["overhead_fraction"] for x in r["results"]]
@@ -257,8 +257,13 @@ def main() -> int:
     parser.add_argument("--json", default=str(RESULTS), help="where the collected JSON goes")
     parser.add_argument("--only", help="comma-separated benchmark names")
     parser.add_argument("--smoke", action="store_true", help="tiny inputs: checks they start")
+    parser.add_argument("--render", action="store_true",
+                        help="only re-render --out from the JSON already at --json")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=1, help="benchmarks run at once (smoke)")
     args = parser.parse_args()
+    if args.render:
+        report = json.loads(Path(args.json).read_text())
+        return finish(report, args.out)
 
     data = Path(args.data)
     if not ((data / "mnist.npz").exists() and (data / "adult.data").exists()):
@@ -283,7 +288,7 @@ def main() -> int:
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         benchmarks = dict(zip((b[0] for b in chosen), pool.map(one, chosen), strict=True))
     total = time.perf_counter() - started
-    rows = summarise(benchmarks)
+    rows = sorted(summarise(benchmarks), key=lambda r: int(r["figure"].split(".")[0]))
     command = " ".join(["python", *sys.argv]) if sys.argv else "python bench/run_all.py"
     report = {
         "generated_at": started_at.isoformat(timespec="seconds"),
@@ -301,6 +306,13 @@ def main() -> int:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n")
 
+    return finish(report, args.out)
+
+
+def finish(report: dict[str, Any], out: str | None) -> int:
+    """Print the summary table; write the Markdown page when asked. 1 if a benchmark failed."""
+    rows = sorted(report["summary"], key=lambda r: int(r["figure"].split(".")[0]))
+    info, total = report["machine"], report["total_s"]
     width = max((len(r["case"]) for r in rows), default=10)
     print(f"benchmarks on {info['nproc']} x {info['cpu']}, {info['ram_gib']} GiB, torch "
           f"{info['torch']}, opacus {info['opacus']}; {total / 60:.1f} min")  # fmt: skip
@@ -310,14 +322,15 @@ def main() -> int:
             current = r["figure"]
             print(f"\n{current}")
         print(f"  {r['case']:<{width}}  {r['measured']}\n  {'':<{width}}  vs {r['reference']}")
-    failed = [n for n, b in benchmarks.items() if b["rc"] != 0]
+    failed = [n for n, b in report["benchmarks"].items() if b["rc"] != 0]
     if failed:
         print(f"\nFAILED: {', '.join(failed)}")
-    if args.out:
+    if out:
         from _report import render  # the page's text
 
-        Path(args.out).write_text(render(report, table(rows)))
-        print(f"\nwrote {args.out} and {args.json}")
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(render(report, table(rows)))
+        print(f"\nwrote {out}")
     return 1 if failed else 0
 
 
