@@ -15,7 +15,6 @@ from alembic import op
 
 import market.db
 
-
 revision: str = "69844cd1edca"
 down_revision: str | Sequence[str] | None = "9170ee641437"
 branch_labels: str | Sequence[str] | None = None

@@ -15,7 +15,6 @@ from alembic import op
 
 import market.db
 
-
 revision: str = "9170ee641437"
 down_revision: str | Sequence[str] | None = "b56e9fbd8ff1"
 branch_labels: str | Sequence[str] | None = None

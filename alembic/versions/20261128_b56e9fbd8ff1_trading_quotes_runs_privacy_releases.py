@@ -15,7 +15,6 @@ from alembic import op
 
 import market.db
 
-
 revision: str = "b56e9fbd8ff1"
 down_revision: str | Sequence[str] | None = "22bef246c699"
 branch_labels: str | Sequence[str] | None = None
