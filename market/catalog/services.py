@@ -103,6 +103,12 @@ def _may_see(actor: User, dataset: Dataset) -> bool:
     return actor.role is Role.ADMIN
 
 
+def lock_dataset_row(session: Session, dataset_id: str) -> Dataset | None:
+    """Lock the dataset's row for this transaction (FOR UPDATE on PostgreSQL; on SQLite the
+    write transaction's BEGIN IMMEDIATE already serialises writers)."""
+    return session.exec(select(Dataset).where(Dataset.id == dataset_id).with_for_update()).first()
+
+
 def get_dataset(session: Session, *, actor: User, dataset_id: str) -> Dataset:
     dataset = session.get(Dataset, dataset_id)
     if dataset is None or not _may_see(actor, dataset):
@@ -167,7 +173,7 @@ def list_file(
     The row is locked first (FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE already
     serialises writers), so of two uploads racing to the same draft exactly one lists it.
     """
-    session.exec(select(Dataset).where(Dataset.id == dataset_id).with_for_update()).first()
+    lock_dataset_row(session, dataset_id)
     dataset = get_own_dataset(session, actor=actor, dataset_id=dataset_id)
     if dataset.status is not DatasetStatus.DRAFT:
         raise Conflict(f"dataset {dataset_id} was listed by another upload meanwhile")
@@ -188,7 +194,7 @@ def list_file(
 def delist(session: Session, *, actor: User, dataset_id: str) -> tuple[Dataset, str | None]:
     """Withdraw and crypto-shred: the wrapped data key is destroyed, so the ciphertext is
     noise. Returns the storage name whose file the caller deletes after committing."""
-    session.exec(select(Dataset).where(Dataset.id == dataset_id).with_for_update()).first()
+    lock_dataset_row(session, dataset_id)
     dataset = get_own_dataset(session, actor=actor, dataset_id=dataset_id)
     if dataset.status is DatasetStatus.DELISTED:
         return dataset, None

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from sqlmodel import Session, col, select
 
 from market.catalog.models import Dataset
+from market.catalog.services import lock_dataset_row
 from market.errors import NotFound
 from market.trading.models import PrivacyRelease, ReleaseState
 
@@ -22,8 +23,7 @@ COUNTED = (ReleaseState.RESERVED, ReleaseState.SPENT)
 
 
 def lock_dataset(session: Session, dataset_id: str) -> Dataset:
-    statement = select(Dataset).where(Dataset.id == dataset_id).with_for_update()
-    dataset = session.exec(statement).first()
+    dataset = lock_dataset_row(session, dataset_id)
     if dataset is None:
         raise NotFound(f"no dataset {dataset_id}")
     return dataset
