@@ -26,6 +26,17 @@ class RunStatus(StrEnum):
     FAILED = "failed"
 
 
+class RunPhase(StrEnum):
+    """Where a run is in its life; ``market.trading.lifecycle`` says what each step charges."""
+
+    QUEUED = "queued"  # bought, budget reserved, waiting for a worker
+    CLAIMED = "claimed"  # a worker holds the lease; the data is still untouched
+    DATA_TOUCHED = "data_touched"  # decryption began: from here on the run is charged
+    TRAINING = "training"  # DP-SGD steps are running
+    DELIVERED = "delivered"  # weights, receipts and spend committed together
+    FAILED = "failed"  # ended without a model (charged iff the data was touched)
+
+
 class ReleaseState(StrEnum):
     RESERVED = "reserved"  # counted against the budget while the run is pending
     SPENT = "spent"  # the run released information: final
@@ -67,6 +78,12 @@ class Run(SQLModel, table=True):
     progress_steps: int = 0
     progress_epsilon: float = 0.0
     attempts: int = 0
+    # The fencing token: bumped at every claim. A worker's writes are compare-and-set on
+    # (id, lease_token, status running), so a worker whose lease was taken writes nothing.
+    lease_token: int = 0
+    phase: RunPhase = Field(default=RunPhase.QUEUED, sa_type=str_enum(RunPhase))
+    # Set (in its own committed write) before the first byte is decrypted; never cleared.
+    data_touched_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     heartbeat_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     privacy_receipt: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(sa.JSON))
     cost_receipt: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(sa.JSON))
