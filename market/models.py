@@ -7,6 +7,7 @@ from sqlmodel import SQLModel
 from market.accounts.models import ApiToken, User
 from market.audit.models import AuditEntry, AuditHead, Checkpoint
 from market.catalog.models import Dataset, DatasetTag
+from market.ops.models import WorkerHeartbeat
 from market.trading.calibration import WorkerCalibration
 from market.trading.models import PrivacyRelease, Quote, Run
 
@@ -24,5 +25,6 @@ __all__ = [
     "Run",
     "User",
     "WorkerCalibration",
+    "WorkerHeartbeat",
     "metadata",
 ]

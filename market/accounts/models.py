@@ -49,6 +49,10 @@ class User(UserBase, table=True):
     is_active: bool = Field(default=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_login_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Copied into the signed session cookie at sign-in and compared on every request; raised
+    # on sign-out, password change, suspension and role change, so every older cookie of the
+    # account stops working at once (market.accounts.sessions).
+    session_generation: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
     # Flask-Login's user protocol, kept here so the web layer needs no wrapper class.
     @property

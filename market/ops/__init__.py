@@ -1,0 +1,1 @@
+"""Operations: health, metrics, the worker's heartbeat and supervision, instance hygiene."""
