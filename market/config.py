@@ -39,6 +39,7 @@ class _Section(BaseModel):
 class AppSettings(_Section):
     secret_key: str = ""
     max_content_length: int = Field(default=1 << 30, gt=0)
+    max_json_bytes: int = Field(default=1 << 20, gt=0)
 
 
 class DatabaseSettings(_Section):
