@@ -78,6 +78,11 @@ class CatalogSettings(_Section):
     storage_dir: str = ""
     max_upload_bytes: int = Field(default=1 << 30, gt=0)
     max_in_memory_bytes: int = Field(default=256 << 20, gt=0)
+    max_decoded_bytes: int = Field(default=1 << 30, gt=0)
+    max_cells: int = Field(default=200_000_000, gt=0)
+    max_columns: int = Field(default=1000, ge=1, le=10_000)
+    max_categories: int = Field(default=1000, ge=2, le=10_000)
+    max_metadata_bytes: int = Field(default=1 << 20, ge=1024)
     page_size: int = Field(default=20, ge=1, le=200)
 
 
