@@ -274,6 +274,62 @@ def users_create(email: str, role: str, password_stdin: bool) -> None:
         click.echo(f"created {user.role.value} {user.email} (id {user.id})")
 
 
+def _change_user(email: str, change: Callable[[Any, Any], str]) -> None:
+    from market.accounts import services as accounts
+
+    settings = _settings()
+    _require_migrated(settings)
+    market = _services(settings)
+    with market.database.write() as session:
+        user = accounts.find_user(session, email)
+        message = change(session, user)
+    market.database.dispose()
+    click.echo(message)
+
+
+@users.command("suspend")
+@click.option("--email", required=True, help="The account's e-mail.")
+@reports_errors
+def users_suspend(email: str) -> None:
+    """Suspend an account: its web sessions end and its API tokens are revoked at once."""
+    from market.accounts import services as accounts
+
+    def change(session: Any, user: Any) -> str:
+        revoked = accounts.set_active(session, user=user, active=False, actor_id=None)
+        return f"suspended {user.email}; {revoked} API token(s) revoked, web sessions ended"
+
+    _change_user(email, change)
+
+
+@users.command("reactivate")
+@click.option("--email", required=True, help="The account's e-mail.")
+@reports_errors
+def users_reactivate(email: str) -> None:
+    """Let a suspended account sign in again (its old tokens stay revoked)."""
+    from market.accounts import services as accounts
+
+    def change(session: Any, user: Any) -> str:
+        accounts.set_active(session, user=user, active=True, actor_id=None)
+        return f"reactivated {user.email}"
+
+    _change_user(email, change)
+
+
+@users.command("set-role")
+@click.option("--email", required=True, help="The account's e-mail.")
+@click.option("--role", required=True, type=click.Choice([r.value for r in Role]))
+@reports_errors
+def users_set_role(email: str, role: str) -> None:
+    """Give an account another role; its web sessions end."""
+    from market.accounts import services as accounts
+
+    def change(session: Any, user: Any) -> str:
+        accounts.set_role(session, user=user, role=role, actor_id=None)
+        return f"{user.email} is now {role}; web sessions ended"
+
+    _change_user(email, change)
+
+
 @users.command("demo")
 @reports_errors
 def users_demo() -> None:

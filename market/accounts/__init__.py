@@ -1,10 +1,19 @@
-"""Accounts: people, their roles, password sign-in and API tokens."""
+"""Accounts: people, their roles, password sign-in and API tokens.
+
+Web sessions are signed cookies that also carry the account's ``session_generation`` at
+sign-in. Every request compares it with the row: sign-out, a password change, suspension and
+a role change raise the row's generation, so a cookie issued before (a copy included) is
+refused at once instead of living on until it expires.
+"""
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, session
 
 from market.extensions import login_manager
+
+#: The session key holding the account's session generation at sign-in.
+SESSION_GENERATION_KEY = "session_generation"
 
 
 def init_app(app: Flask) -> None:
@@ -16,8 +25,12 @@ def init_app(app: Flask) -> None:
     def _load_user(user_id: str) -> User | None:
         if not user_id.isdigit():
             return None
-        with services().database.read() as session:
-            user = session.get(User, int(user_id))
-        return user if user is not None and user.is_active else None
+        with services().database.read() as db:
+            user = db.get(User, int(user_id))
+        if user is None or not user.is_active:
+            return None
+        if session.get(SESSION_GENERATION_KEY) != user.session_generation:
+            return None  # ended by a sign-out, password or role change, or suspension
+        return user
 
     app.register_blueprint(bp)

@@ -76,7 +76,66 @@ def set_password(
     if len(password) < 12:
         raise ValidationFailed("a password needs at least 12 characters")
     user.password_hash = passwords.hash(password)
+    end_sessions(session, user=user)
+
+
+def end_sessions(session: Session, *, user: User) -> None:
+    """Raise the account's session generation: every web session cookie issued before this
+    (a copy taken before sign-out included) is refused from the next request on."""
+    user.session_generation = (user.session_generation or 0) + 1
     session.add(user)
+
+
+def set_active(session: Session, *, user: User, active: bool, actor_id: int | None) -> int:
+    """Suspend or reactivate an account; return how many live API tokens were revoked.
+
+    Suspension ends every web session and revokes every API token at once (a token of a
+    suspended account was already refused; revoking keeps it refused after reactivation).
+    """
+    revoked = 0
+    if user.is_active and not active:
+        now = utcnow()
+        live = session.exec(
+            select(ApiToken).where(ApiToken.user_id == user.id, col(ApiToken.revoked_at).is_(None))
+        ).all()
+        for token in live:
+            token.revoked_at = now
+            session.add(token)
+        revoked = len(live)
+    if user.is_active != active:
+        user.is_active = active
+        end_sessions(session, user=user)
+        audit.append(
+            session,
+            kind="user.activated" if active else "user.suspended",
+            subject=user.id or 0,
+            actor_id=actor_id,
+            data={"email": user.email, "tokens_revoked": revoked},
+        )
+    return revoked
+
+
+def set_role(session: Session, *, user: User, role: Role | str, actor_id: int | None) -> None:
+    """Give an account another role; its web sessions end (they carried the old role)."""
+    new_role = Role(role)
+    if user.role != new_role:
+        old = user.role
+        user.role = new_role
+        end_sessions(session, user=user)
+        audit.append(
+            session,
+            kind="user.role_changed",
+            subject=user.id or 0,
+            actor_id=actor_id,
+            data={"email": user.email, "from": old.value, "to": new_role.value},
+        )
+
+
+def find_user(session: Session, email: str) -> User:
+    user = session.exec(select(User).where(User.email == normalise_email(email))).first()
+    if user is None:
+        raise NotFound(f"no account for {normalise_email(email)}", details={"email": email})
+    return user
 
 
 def authenticate(

@@ -9,6 +9,7 @@ from flask import Blueprint, flash, redirect, render_template, request, session,
 from flask_login import current_user, login_required, login_user, logout_user
 from werkzeug.wrappers import Response
 
+from market.accounts import SESSION_GENERATION_KEY
 from market.accounts import services as accounts
 from market.accounts.forms import ConfirmForm, LoginForm, NewTokenForm
 from market.accounts.models import User
@@ -51,6 +52,7 @@ def login() -> str | Response | tuple[str, int]:
         session.clear()
         session.permanent = True
         login_user(user)
+        session[SESSION_GENERATION_KEY] = user.session_generation
         return redirect(_safe_next(request.args.get("next")))
     status = 400 if request.method == "POST" else 200
     return render_template("login.html", form=form), status
@@ -60,6 +62,12 @@ def login() -> str | Response | tuple[str, int]:
 def logout() -> Response:
     form = ConfirmForm()
     if form.validate_on_submit():
+        if current_user.is_authenticated:
+            # Server-side end: every copy of this account's session cookie stops working.
+            with services().database.write() as db:
+                user = db.get(User, current_user.id)
+                if user is not None:
+                    accounts.end_sessions(db, user=user)
         logout_user()
         session.clear()
     return redirect(url_for("web.home"))
