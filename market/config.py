@@ -112,6 +112,16 @@ class AuditSettings(_Section):
     max_page_size: int = Field(default=1000, ge=1)
 
 
+class OpsSettings(_Section):
+    heartbeat_s: float = Field(default=5, gt=0)
+    worker_stale_s: float = Field(default=30, gt=0)
+    queue_lag_max_s: float = Field(default=900, gt=0)
+    worker_restart_backoff_s: float = Field(default=1, gt=0)
+    worker_restart_backoff_max_s: float = Field(default=60, gt=0)
+    partial_max_age_s: float = Field(default=900, ge=0)
+    sweep_every_minutes: int = Field(default=10, ge=1, le=59)
+
+
 class Settings(_Section):
     """Every setting of the marketplace; see config/default.toml for what each one means."""
 
@@ -127,6 +137,7 @@ class Settings(_Section):
     queue: QueueSettings = QueueSettings()
     trading: TradingSettings = TradingSettings()
     audit: AuditSettings = AuditSettings()
+    ops: OpsSettings = OpsSettings()
     # No code defaults: every coefficient is declared, with its source, in default.toml.
     costing: CostingSettings
 
