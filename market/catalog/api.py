@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import request
+from flask import Response, request
 from flask_openapi3 import APIBlueprint, Tag
 
 from market.accounts.models import Role
@@ -17,7 +17,7 @@ from market.catalog.schemas import (
     DatasetPath,
     DatasetPublic,
 )
-from market.catalog.streams import body_chunks
+from market.catalog.streams import body_chunks, discard_rest
 from market.catalog.uploads import delist_dataset, upload_dataset_file
 from market.extensions import csrf
 from market.services import services
@@ -30,6 +30,23 @@ api = APIBlueprint(
     abp_responses=COMMON_ERRORS,
 )
 csrf.exempt(api)
+
+
+@api.after_request
+def _finish_upload_body(response: Response) -> Response:
+    """A refused upload (401, 404, 409, 413, 415, 422...) leaves its body unread: read and
+    discard it, up to a bound, so the next request on a keep-alive connection starts where
+    the client thinks it does; beyond the bound, ask for the connection to be closed."""
+    if request.endpoint == f"{api.name}.upload_file":
+        limit = services().settings.catalog.max_upload_bytes + CHUNK_SLACK
+        if not discard_rest(request.stream, max_bytes=limit):
+            response.headers["Connection"] = "close"
+    return response
+
+
+# What a refused upload's body may run past the file limit (framing, a last chunk) and still
+# be drained rather than cut off.
+CHUNK_SLACK = 1 << 20
 
 _FILE_BODY = {
     "requestBody": {
@@ -54,7 +71,11 @@ def create_dataset(body: DatasetCreate):
     market = services()
     with market.database.write() as session:
         dataset = catalog.create_draft(
-            session, owner=caller(), data=body, currency=market.settings.costing.currency
+            session,
+            owner=caller(),
+            data=body,
+            currency=market.settings.costing.currency,
+            limits=market.settings.catalog,
         )
         out = catalog.to_public(session, dataset, tags=body.tags)
     return out.model_dump(mode="json"), 201
@@ -99,7 +120,10 @@ def list_datasets(query: CatalogQuery):
         )
         tags = catalog.tags_of(session, [d.id for d in page.items])
         out = DatasetPage(
-            items=[catalog.to_public(session, d, tags=tags[d.id]) for d in page.items],
+            items=[
+                catalog.to_public(session, d, tags=tags[d.id], summary_only=True)
+                for d in page.items
+            ],
             total=page.total,
             page=page.page,
             page_size=page.page_size,

@@ -133,8 +133,23 @@ class Price(BaseModel):
     currency: str
 
 
+class SchemaSummary(BaseModel):
+    """The schema in a few numbers: what catalog pages carry instead of the whole schema."""
+
+    columns: int | None = Field(description="Declared columns, the label included (tabular).")
+    numeric_columns: int | None
+    categorical_columns: int | None
+    categories: int | None = Field(description="Categories over all categorical columns.")
+    image_shape: list[int] | None = Field(description="One image's declared shape (npz).")
+    classes: int = Field(description="Classes of the label.")
+
+
 class DatasetPublic(BaseModel):
-    """A listing as anyone signed in sees it: metadata and terms, never a row."""
+    """A listing as anyone signed in sees it: metadata and terms, never a row.
+
+    ``GET /api/v1/datasets/{id}`` carries the whole schema (``columns`` or ``image``); the
+    catalog list carries ``schema_summary`` only, with ``columns`` and ``image`` null.
+    """
 
     id: str
     owner_id: int
@@ -147,6 +162,7 @@ class DatasetPublic(BaseModel):
     label: str | None
     columns: list[Column] | None = None
     image: ImageSpec | None = None
+    schema_summary: SchemaSummary | None = None
     rows: int | None
     budget: Budget
     price: Price
@@ -155,7 +171,10 @@ class DatasetPublic(BaseModel):
 
 
 class DatasetPage(BaseModel):
-    items: list[DatasetPublic]
+    items: list[DatasetPublic] = Field(
+        description="Listings with their schema_summary; columns and image are null here "
+        "(GET /api/v1/datasets/{id} has them)."
+    )
     total: int
     page: int
     page_size: int

@@ -17,8 +17,17 @@ from sqlmodel import Session, col, select
 
 from market.accounts.models import Role, User
 from market.accounts.services import require_role
+from market.catalog.limits import check_delta
 from market.catalog.models import Dataset, DatasetFormat, DatasetStatus, DatasetTag
-from market.catalog.schemas import Budget, DatasetCreate, DatasetPublic, Price
+from market.catalog.schemas import (
+    Budget,
+    CategoricalColumn,
+    DatasetCreate,
+    DatasetPublic,
+    Price,
+    SchemaSummary,
+)
+from market.config import CatalogSettings
 from market.db import utcnow
 from market.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from market.money import from_minor, to_minor
@@ -49,8 +58,49 @@ def preprocessing_of(dataset: Dataset) -> dict[str, Any]:
     return describe(metadata_of(dataset))
 
 
-def create_draft(session: Session, *, owner: User, data: DatasetCreate, currency: str) -> Dataset:
+def check_metadata_limits(data: DatasetCreate, limits: CatalogSettings) -> None:
+    """Bound what one listing may make every catalog reader download and parse."""
+    columns = data.columns or []
+    if len(columns) > limits.max_columns:
+        raise ValidationFailed(
+            f"a listing declares at most {limits.max_columns:,} columns; this one declares "
+            f"{len(columns):,}",
+            details={"field": "columns", "max": limits.max_columns, "received": len(columns)},
+        )
+    named: list[tuple[str, int]] = [
+        (f"columns.{i}.categories", len(c.categories))
+        for i, c in enumerate(columns)
+        if isinstance(c, CategoricalColumn)
+    ]
+    if data.image is not None:
+        named.append(("image.class_names", len(data.image.class_names)))
+    for field, count in named:
+        if count > limits.max_categories:
+            raise ValidationFailed(
+                f"{field} declares {count:,} categories; at most {limits.max_categories:,} "
+                "per column are accepted",
+                details={"field": field, "max": limits.max_categories, "received": count},
+            )
+    size = len(data.model_dump_json().encode())
+    if size > limits.max_metadata_bytes:
+        raise ValidationFailed(
+            f"the listing's metadata is {size:,} bytes as JSON; at most "
+            f"{limits.max_metadata_bytes:,} are accepted",
+            details={"field": "body", "max_bytes": limits.max_metadata_bytes, "received": size},
+        )
+
+
+def create_draft(
+    session: Session,
+    *,
+    owner: User,
+    data: DatasetCreate,
+    currency: str,
+    limits: CatalogSettings | None = None,
+) -> Dataset:
+    """A listing draft; ``limits`` (the catalog settings) caps its metadata's size."""
     require_role(owner, Role.OWNER)
+    check_metadata_limits(data, limits or CatalogSettings())
     if data.price.currency != currency:
         raise ValidationFailed(
             f"prices on this marketplace are in {currency}, not {data.price.currency}",
@@ -149,12 +199,7 @@ def prepare_upload(
 
 def check_delta_fits_rows(dataset: Dataset, rows: int) -> None:
     """Delta must stay below 1/n: a larger delta permits releasing a whole row outright."""
-    if not dataset.delta < 1.0 / rows:
-        raise ValidationFailed(
-            f"delta {dataset.delta:g} must be below 1/rows = {1.0 / rows:.3g} for this file; "
-            "lower the dataset's delta",
-            details={"field": "privacy.delta", "rows": rows, "max_delta": 1.0 / rows},
-        )
+    check_delta(dataset.delta, rows)
 
 
 def list_file(
@@ -294,10 +339,47 @@ def budget_of(session: Session, dataset: Dataset, *, accountant: str = "rdp") ->
     )
 
 
-def to_public(session: Session, dataset: Dataset, tags: list[str] | None = None) -> DatasetPublic:
+def schema_summary(schema: dict[str, Any]) -> SchemaSummary:
+    """The schema in a few numbers (catalog pages list these, not whole schemas)."""
+    image = schema.get("image")
+    if isinstance(image, dict):
+        return SchemaSummary(
+            columns=None,
+            numeric_columns=None,
+            categorical_columns=None,
+            categories=None,
+            image_shape=list(image.get("shape") or []),
+            classes=len(image.get("class_names") or []),
+        )
+    columns = schema.get("columns") or []
+    categorical = [c for c in columns if c.get("type") == "categorical"]
+    return SchemaSummary(
+        columns=len(columns),
+        numeric_columns=len(columns) - len(categorical),
+        categorical_columns=len(categorical),
+        categories=sum(len(c.get("categories") or []) for c in categorical),
+        image_shape=None,
+        classes=0,
+    )
+
+
+def to_public(
+    session: Session,
+    dataset: Dataset,
+    tags: list[str] | None = None,
+    *,
+    summary_only: bool = False,
+) -> DatasetPublic:
+    """The public view of a listing; ``summary_only`` (catalog lists) leaves out the schema
+    itself (``columns``/``image`` null) and keeps its ``schema_summary``."""
     if tags is None:
         tags = tags_of(session, [dataset.id])[dataset.id]
     schema = dataset.data_schema
+    summary = schema_summary(schema)
+    if dataset.label is not None:
+        for column in schema.get("columns") or []:
+            if column.get("name") == dataset.label:
+                summary.classes = len(column.get("categories") or [])
     return DatasetPublic.model_validate(
         {
             "id": dataset.id,
@@ -309,8 +391,9 @@ def to_public(session: Session, dataset: Dataset, tags: list[str] | None = None)
             "tags": tags,
             "format": dataset.format,
             "label": dataset.label,
-            "columns": schema.get("columns"),
-            "image": schema.get("image"),
+            "columns": None if summary_only else schema.get("columns"),
+            "image": None if summary_only else schema.get("image"),
+            "schema_summary": summary,
             "rows": dataset.rows,
             "budget": budget_of(session, dataset),
             "price": Price(

@@ -42,6 +42,23 @@ def body_chunks(stream: IO[bytes], *, max_bytes: int) -> Iterator[bytes]:
         yield chunk
 
 
+def discard_rest(stream: IO[bytes], *, max_bytes: int) -> bool:
+    """Read and drop what is left of a request body, up to ``max_bytes``.
+
+    True when the body was read to its end (the connection can serve another request);
+    False when more remains or the client went away (the connection must close).
+    """
+    drained = 0
+    try:
+        while chunk := stream.read(CHUNK):
+            drained += len(chunk)
+            if drained > max_bytes:
+                return False
+    except Exception:  # the client disconnected or sent a broken body
+        return False
+    return True
+
+
 class ChunkReader(io.RawIOBase):
     """A read-only file over an iterator of chunks (for parsers that want a file)."""
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from market import audit
 from market.accounts.models import User
 from market.catalog import services as catalog
+from market.catalog.limits import UploadLimits
 from market.catalog.models import Dataset
 from market.catalog.validation import validate_upload
 from market.services import Services
@@ -31,7 +32,13 @@ def upload_dataset_file(
         )
     description = catalog.preprocessing_of(dataset)
     declared = [c["name"] for c in dataset.data_schema.get("columns", [])]
-    limits = market.settings.catalog
+    settings = market.settings.catalog
+    limits = UploadLimits(
+        delta=dataset.delta,
+        max_in_memory_bytes=settings.max_in_memory_bytes,
+        max_decoded_bytes=settings.max_decoded_bytes,
+        max_cells=settings.max_cells,
+    )
     stored = market.store.receive(
         dataset_id=dataset.id,
         vault=market.vault,
@@ -41,7 +48,7 @@ def upload_dataset_file(
             plaintext,
             description,
             declared_columns=declared,
-            max_in_memory_bytes=limits.max_in_memory_bytes,
+            limits=limits,
         ),
     )
     try:

@@ -22,13 +22,25 @@ from market.accounts.models import Role, User
 from market.accounts.services import require_role
 from market.catalog import services as catalog
 from market.catalog.schemas import DatasetCreate
-from market.catalog.streams import StreamingForm
+from market.catalog.streams import StreamingForm, discard_rest
 from market.catalog.uploads import delist_dataset, upload_dataset_file
 from market.errors import MarketError, field_errors
 from market.extensions import csrf
 from market.services import services
 
 bp = Blueprint("catalog", __name__)
+
+
+@bp.after_request
+def _finish_upload_body(response: Response) -> Response:
+    """The upload form refused mid-body (or before it) leaves bytes unread: drain them up
+    to a bound so a keep-alive connection stays usable, else ask for it to be closed."""
+    if request.endpoint == "catalog.new_dataset":
+        limit = services().settings.catalog.max_upload_bytes + (2 << 20)
+        if not discard_rest(request.stream, max_bytes=limit):
+            response.headers["Connection"] = "close"
+    return response
+
 
 EXAMPLE_METADATA = {
     "title": "Breast cancer diagnoses",
@@ -69,7 +81,9 @@ def catalog_page() -> str:
             page_size=market.settings.catalog.page_size,
         )
         tags = catalog.tags_of(session, [d.id for d in found.items])
-        items = [catalog.to_public(session, d, tags=tags[d.id]) for d in found.items]
+        items = [
+            catalog.to_public(session, d, tags=tags[d.id], summary_only=True) for d in found.items
+        ]
     return render_template("catalog.html", items=items, found=found, q=q, tag=tag)
 
 
@@ -94,7 +108,9 @@ def my_datasets() -> str:
     with services().database.read() as session:
         found = catalog.search(session, actor=_user(), mine=True, page_size=200)
         tags = catalog.tags_of(session, [d.id for d in found.items])
-        items = [catalog.to_public(session, d, tags=tags[d.id]) for d in found.items]
+        items = [
+            catalog.to_public(session, d, tags=tags[d.id], summary_only=True) for d in found.items
+        ]
     return render_template("my_datasets.html", items=items, confirm_form=ConfirmForm())
 
 
@@ -139,7 +155,11 @@ def new_dataset() -> Response | tuple[str, int]:
     try:
         with market.database.write() as session:
             draft = catalog.create_draft(
-                session, owner=_user(), data=data, currency=market.settings.costing.currency
+                session,
+                owner=_user(),
+                data=data,
+                currency=market.settings.costing.currency,
+                limits=market.settings.catalog,
             )
         content_type = catalog.MEDIA_TYPE_OF[draft.format]
     except MarketError as exc:
