@@ -22,7 +22,17 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> OpenAPI:
     ``config`` is a ready Settings object, or a nested mapping of overrides applied on top of
     config/default.toml, config/local.toml and MARKET_* variables (tests use this).
     """
-    from market import accounts, api, catalog, handlers, ledgers_web, security, trading, web
+    from market import (
+        accounts,
+        api,
+        catalog,
+        handlers,
+        ledgers_web,
+        ops,
+        security,
+        trading,
+        web,
+    )
     from market.api import SECURITY_SCHEMES, validation_error_response
     from market.services import EXTENSION_KEY, Services
 
@@ -50,6 +60,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> OpenAPI:
     app.extensions[EXTENSION_KEY] = Services.from_settings(settings)
 
     handlers.init_app(app)
+    ops.init_app(app)
     security.init_app(app, settings)
     web.init_app(app)
     accounts.init_app(app)

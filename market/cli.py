@@ -87,6 +87,9 @@ def main() -> None:
     Settings come from config/default.toml, config/local.toml and MARKET_* variables
     (MARKET_HOME sets the instance folder). Start with `market init`, then `market serve`.
     """
+    from market.ops.files import private_umask
+
+    private_umask()  # every instance file this command creates is 0600, every folder 0700
 
 
 @main.command()
@@ -117,20 +120,27 @@ def init() -> None:
     from market.audit import ensure_signing_key
 
     click.echo(f"audit log signing key ready: {ensure_signing_key(settings)}")
-    _sweep_orphans(settings)
+    _sweep_orphans(settings, older_than_s=3600)
+    _secure_instance(settings)
     click.echo(f"instance folder ready: {home}")
 
 
-def _sweep_orphans(settings: Settings) -> None:
+def _sweep_orphans(settings: Settings, *, older_than_s: float) -> None:
     """Remove ciphertext that no committed listing refers to (left by a crash mid-upload)."""
-    from market.catalog.services import referenced_files
+    from market.ops.files import sweep_orphans
 
     market = _services(settings)
-    with market.database.read() as session:
-        keep = referenced_files(session)
-    for name in market.store.sweep_orphans(keep):
+    for name in sweep_orphans(market, older_than_s=older_than_s):
         click.echo(f"removed orphaned ciphertext {name}")
     market.database.dispose()
+
+
+def _secure_instance(settings: Settings) -> None:
+    """Files made by older versions (market.db and queue.db were 0644) become private."""
+    from market.ops.files import secure_instance
+
+    for path in secure_instance(settings):
+        click.echo(f"made private: {path}")
 
 
 @main.command()
@@ -143,12 +153,15 @@ def serve(host: str | None, port: int | None) -> None:
 
     settings = _settings()
     _require_migrated(settings)
-    embedded_worker = None
+    _secure_instance(settings)
+    _sweep_orphans(settings, older_than_s=settings.ops.partial_max_age_s)
+    supervisor = None
     if settings.queue.backend == "sqlite":
-        # The embedded default: one command is a whole marketplace (web + worker).
-        import subprocess
+        # The embedded default: one command is a whole marketplace (web + worker), and the
+        # worker is restarted with backoff when it dies (market.ops.supervisor).
+        from market.ops.supervisor import WorkerSupervisor
 
-        embedded_worker = subprocess.Popen([sys.executable, "-m", "market.cli", "worker"])
+        supervisor = WorkerSupervisor(settings).start()
     try:
         run_server(
             settings,
@@ -156,9 +169,8 @@ def serve(host: str | None, port: int | None) -> None:
             port=port or settings.server.port,
         )
     finally:
-        if embedded_worker is not None:
-            embedded_worker.terminate()
-            embedded_worker.wait(timeout=30)
+        if supervisor is not None:
+            supervisor.stop()
 
 
 @main.command()
@@ -205,8 +217,16 @@ def worker(threads: int | None) -> None:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from market.ops.heartbeat import Heartbeat
+
+    pulse = Heartbeat(
+        market.database, interval_s=settings.ops.heartbeat_s, backend=settings.queue.backend
+    ).start()
     click.echo(f"worker ready on the {settings.queue.backend} queue")
-    market.queue.consumer(workers=threads).run()
+    try:
+        market.queue.consumer(workers=threads).run()
+    finally:
+        pulse.stop()
 
 
 @main.group()

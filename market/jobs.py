@@ -78,6 +78,9 @@ class Queue:
             execution.reap_lost_runs(self._services_factory())
 
         self._train_run = train_run
+        from market.ops.tasks import register_periodic_tasks
+
+        register_periodic_tasks(self.huey, settings, services_factory)
 
     def enqueue_run(self, run_id: str, *, eta: datetime | None = None) -> None:
         """Queue a run now, or for ``eta`` (a carbon-aware start) if it lies in the future."""

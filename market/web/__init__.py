@@ -12,11 +12,5 @@ def home() -> str:
     return render_template("home.html")
 
 
-@bp.get("/healthz")
-def healthz() -> dict[str, str]:
-    """For load balancers and start-up scripts: the process answers."""
-    return {"status": "ok"}
-
-
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
