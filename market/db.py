@@ -12,23 +12,33 @@ Use cases open exactly one transaction and commit once::
         accounts.create_user(session, ...)
     with database.read() as session:    # deferred BEGIN, never writes
         ...
+
+PostgreSQL connections are checked with ``pool_pre_ping`` when taken from the pool, which
+catches a server restart between requests. A connection dropped *during* a request still
+fails it; ``retry_read_on_disconnect`` runs an idempotent read once more on a fresh
+connection, and whatever still fails becomes a 503 (market.errors.database_failure).
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import DateTime, event
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
 
 _BEGIN_OPTION = "market_sqlite_begin"
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def utcnow() -> datetime:
@@ -119,3 +129,23 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """True when ``exc`` says the database connection itself was lost (server restarted,
+    backend terminated): SQLAlchemy has then invalidated it, and a new one may work."""
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def retry_read_on_disconnect(read: Callable[[], T]) -> T:
+    """Run ``read`` (idempotent: it must not write) and, if its connection was lost, once more.
+
+    One retry only: a database that is really down fails fast and the caller gets a 503.
+    """
+    try:
+        return read()
+    except DBAPIError as exc:
+        if not is_disconnect(exc):
+            raise
+        log.warning("database connection lost (%s); retrying the read once", exc.orig)
+    return read()

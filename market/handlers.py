@@ -1,18 +1,27 @@
 """The one error handler: every failure becomes the JSON shape of API.md or an HTML page.
 
 JSON goes to API paths and to clients that prefer it; people get a page. Tracebacks are
-logged, never shown.
+logged, never shown. Database failures go through ``market.errors.database_failure``: the
+transient ones (a lock held past the busy timeout, a dropped connection) become 503 with
+Retry-After, so a client under load retries instead of reporting a bug.
 """
 
 from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
-from market.errors import MarketError, PayloadTooLarge, RateLimited
+from market.errors import (
+    MarketError,
+    PayloadTooLarge,
+    RateLimited,
+    ServiceUnavailable,
+    database_failure,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +60,32 @@ def render_error(*, status: int, code: str, message: str, details: dict | None =
 
 
 def _handle_market_error(exc: MarketError) -> Response:
-    return render_error(status=exc.status, code=exc.code, message=exc.message, details=exc.details)
+    response = render_error(
+        status=exc.status, code=exc.code, message=exc.message, details=exc.details
+    )
+    if isinstance(exc, ServiceUnavailable):
+        g.retry_after_s = exc.retry_after_s
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response
+
+
+def _keep_retry_after(response: Response) -> Response:
+    """Flask-Limiter rewrites Retry-After on rate-limited routes (as its reset time, rounded
+    down, often 0); a 503 keeps at least the wait the error asked for. Registered first, so
+    it runs after every other after_request function."""
+    wait = g.get("retry_after_s")
+    if wait is not None:
+        current = response.headers.get("Retry-After", "")
+        response.headers["Retry-After"] = str(max(wait, int(current) if current.isdigit() else 0))
+    return response
+
+
+def _handle_database_error(exc: DBAPIError) -> Response:
+    mapped = database_failure(exc)
+    if mapped is None:
+        return _handle_unexpected(exc)
+    log.warning("database refused %s %s: %s", request.method, request.path, exc.orig)
+    return _handle_market_error(mapped)
 
 
 def _handle_http_exception(exc: HTTPException) -> Response:
@@ -70,7 +104,10 @@ def _handle_http_exception(exc: HTTPException) -> Response:
         )
     if exc.code == 413:
         return render_error(
-            status=413, code=PayloadTooLarge.code, message="the request body is too large"
+            status=413,
+            code=PayloadTooLarge.code,
+            message="the request body is too large",
+            details={"limit_bytes": request.max_content_length},
         )
     if exc.response is not None and exc.code is None:
         return exc.response  # type: ignore[return-value]
@@ -97,5 +134,7 @@ def _handle_unexpected(exc: Exception) -> Response:
 
 def init_app(app: Flask) -> None:
     app.register_error_handler(MarketError, _handle_market_error)
+    app.register_error_handler(DBAPIError, _handle_database_error)
     app.register_error_handler(HTTPException, _handle_http_exception)
     app.register_error_handler(Exception, _handle_unexpected)
+    app.after_request(_keep_retry_after)

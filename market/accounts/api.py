@@ -11,7 +11,7 @@ from market.accounts import services as accounts
 from market.accounts.models import ApiTokenPublic, Role, UserCreate, UserPublic
 from market.api import API_V1, BEARER
 from market.api.auth import api_login_required, caller
-from market.api.schemas import COMMON_ERRORS, ErrorBody
+from market.api.schemas import COMMON_ERRORS, ID_MAX, ErrorBody
 from market.errors import InvalidCredentials
 from market.extensions import csrf, limiter
 from market.security import login_failed, login_rate_limit, mark_login_failed
@@ -45,7 +45,7 @@ class TokenList(BaseModel):
 
 
 class TokenPath(BaseModel):
-    token_id: int
+    token_id: int = Field(ge=1, le=ID_MAX)
 
 
 class UserList(BaseModel):

@@ -2,6 +2,10 @@
 
 The API accepts only bearer tokens, never the web session cookie, which is why its
 endpoints are exempt from CSRF protection: a cross-site form cannot attach a bearer token.
+
+``api_login_required`` marks a view with the roles it needs; market.api.guard reads the
+mark and authenticates *before* flask-openapi3 reads or validates anything of the request,
+so an anonymous caller cannot make the server parse a body.
 """
 
 from __future__ import annotations
@@ -15,11 +19,14 @@ from flask import g, request
 
 from market.accounts import services as accounts
 from market.accounts.models import Role, User
-from market.db import utcnow
+from market.db import retry_read_on_disconnect, utcnow
 from market.errors import AuthenticationRequired
 from market.services import services
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# The attribute api_login_required sets on a view: the roles it needs (empty: any user).
+ROLES_ATTR = "api_roles"
 
 # last_used_at is refreshed at most this often: a write per request would serialise reads.
 _TOUCH_INTERVAL = timedelta(minutes=1)
@@ -34,7 +41,7 @@ def _bearer_secret() -> str:
     return secret.strip()
 
 
-def authenticate_request() -> User:
+def _authenticate() -> User:
     secret = _bearer_secret()
     database = services().database
     now = utcnow()
@@ -46,18 +53,33 @@ def authenticate_request() -> User:
     return user
 
 
+def authenticate_request() -> User:
+    """The token's user. Idempotent (the one write sets last_used_at), so a connection lost
+    on the way is retried once whatever the request's method."""
+    return retry_read_on_disconnect(_authenticate)
+
+
+def authorize(roles: tuple[Role, ...]) -> User:
+    """Authenticate this request once (cached on ``g``) and require one of ``roles``."""
+    user: User | None = g.get("api_user")
+    if user is None:
+        user = authenticate_request()
+        g.api_user = user
+    if roles:
+        accounts.require_role(user, *roles)
+    return user
+
+
 def api_login_required(*roles: Role) -> Callable[[F], F]:
     """Authenticate the bearer token and, if roles are given, require one of them."""
 
     def decorate(view: F) -> F:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            user = authenticate_request()
-            if roles:
-                accounts.require_role(user, *roles)
-            g.api_user = user
+            authorize(roles)
             return view(*args, **kwargs)
 
+        setattr(wrapper, ROLES_ATTR, roles)
         return wrapper  # type: ignore[return-value]
 
     return decorate

@@ -16,7 +16,7 @@ from sqlmodel import col
 from market.accounts.models import Role
 from market.api import API_V1, BEARER
 from market.api.auth import api_login_required, caller
-from market.api.schemas import COMMON_ERRORS
+from market.api.schemas import COMMON_ERRORS, ID_MAX, INT64_MAX
 from market.audit import canonical, log, signing
 from market.extensions import csrf
 from market.services import services
@@ -34,9 +34,14 @@ csrf.exempt(api)
 
 
 class EntriesQuery(BaseModel):
-    after: int = Field(default=0, ge=0, description="Return entries with seq greater than this.")
+    after: int = Field(
+        default=0, ge=0, le=ID_MAX, description="Return entries with seq greater than this."
+    )
     limit: int | None = Field(
-        default=None, ge=1, description="Entries per page (default and maximum in settings)."
+        default=None,
+        ge=1,
+        le=INT64_MAX,
+        description="Entries per page (default and maximum in settings).",
     )
 
 
@@ -68,12 +73,15 @@ class CheckpointPublic(BaseModel):
 
 
 class ProofPath(BaseModel):
-    seq: int = Field(ge=1)
+    seq: int = Field(ge=1, le=ID_MAX)
 
 
 class ProofQuery(BaseModel):
     tree_size: int | None = Field(
-        default=None, ge=1, description="Prove against this checkpoint size (default latest)."
+        default=None,
+        ge=1,
+        le=ID_MAX,
+        description="Prove against this checkpoint size (default latest).",
     )
 
 
@@ -85,8 +93,10 @@ class InclusionProofPublic(BaseModel):
 
 
 class ConsistencyQuery(BaseModel):
-    first: int = Field(ge=1, description="The older tree size (a checkpoint you kept).")
-    second: int | None = Field(default=None, ge=1, description="The newer size (default latest).")
+    first: int = Field(ge=1, le=ID_MAX, description="The older tree size (a checkpoint you kept).")
+    second: int | None = Field(
+        default=None, ge=1, le=ID_MAX, description="The newer size (default latest)."
+    )
 
 
 class ConsistencyProofPublic(BaseModel):
