@@ -167,6 +167,19 @@ def _quote(r: dict[str, Any]) -> str:
     )
 
 
+def _load(r: dict[str, Any]) -> str:
+    parts = [
+        f"{x['backend']}: {x['total']['requests']:,} requests, {x['total']['errors']} errors, "
+        f"p50 {x['total'].get('p50_ms', 0):.0f} ms, p99 {x['total'].get('p99_ms', 0):.0f} ms"
+        for x in r["results"]
+    ]
+    return (
+        "Sixteen clients mixing catalog reads, dataset pages and quotes against `market serve` "
+        f"({'; '.join(parts)}): every request must succeed; p99 is what the slowest of a "
+        "hundred users waited."
+    )
+
+
 MEANINGS: dict[str, Meaning] = {
     "dp_throughput": _dp,
     "accuracy": _acc,
@@ -175,6 +188,7 @@ MEANINGS: dict[str, Meaning] = {
     "budget_latency": _budget,
     "catalog_load": _catalog,
     "quote_accuracy": _quote,
+    "load": _load,
 }
 
 CLOSING = {

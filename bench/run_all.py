@@ -48,6 +48,7 @@ BENCHMARKS: list[tuple[str, str, list[str], bool]] = [
     ("budget_latency", "6. Budget check latency", ["--sizes", "10,1000,10000"], False),
     ("catalog_load", "7. Catalog API under load", ["--seconds", "10"], False),
     ("quote_accuracy", "8. Quote accuracy", [], False),
+    ("load", "9. Load test", ["--seconds", "60", "--clients", "16"], False),
 ]
 
 
@@ -217,6 +218,15 @@ def summarise(benchmarks: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
                 f"p99 {x['p99_ms']:.0f} ms", f"Flask hello-world {hello['rps']:.0f} req/s, "
                 f"p50 {hello['p50_ms']:.0f} ms, p99 {hello['p99_ms']:.0f} ms "
                 "(same run)")  # fmt: skip
+    if r := result("load"):
+        for x in r["results"]:
+            t = x["total"]
+            add("9. Load test", f"{x['backend']}: 16 clients, catalog/dataset/quote mix",
+                f"{t['requests']:,} requests, {t['errors']} errors; p50 "
+                f"{t.get('p50_ms', 0):.0f} ms, p99 {t.get('p99_ms', 0):.0f} ms",
+                "errors must be 0; " + ", ".join(
+                    f"{op} p99 {o.get('p99_ms', 0):.0f} ms"
+                    for op, o in x["operations"].items()))  # fmt: skip
     if r := result("quote_accuracy"):
         for x in r["results"]:
             kwh = f"{x['ratio_kwh']:.2f}" if x.get("ratio_kwh") else "-"
