@@ -43,7 +43,7 @@ def _audit(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
         env=_env(settings),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,  # only stops a hung command; a busy machine may be slow to start one
     )
 
 

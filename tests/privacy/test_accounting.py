@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 
 import dp_accounting as dpa
 import numpy as np
@@ -175,20 +174,17 @@ def test_merging_identical_records():
     )
 
 
-def test_ten_thousand_releases_answer_in_milliseconds():
+def test_ten_thousand_releases_compose_as_three_records():
     ledger = PrivacyLedger()
-    started = time.perf_counter()
     for i in range(10_000):
         ledger.add([sgd(1.1, 0.01, 300), gauss(48.0), laplace(20.0)][i % 3])
-    elapsed_add = time.perf_counter() - started
-    ledger.epsilon(delta=DELTA)  # warm the per-mechanism cache
-    started = time.perf_counter()
     eps = ledger.epsilon(delta=DELTA)
-    elapsed = time.perf_counter() - started
+    # "Not a convolution per release": identical releases merge, so composing 10,000 of
+    # them is composing three records (checked by structure, not by a wall-clock bound,
+    # which fails on a busy machine). Timings are measured by bench/budget_latency.py.
     assert len(ledger) == 3 and ledger.releases == 10_000
     assert math.isfinite(eps)
-    # Generous bounds: the point is "not a convolution per release".
-    assert elapsed < 0.05 and elapsed_add < 2.0
+    assert ledger.epsilon(delta=DELTA) == eps
 
 
 def test_fits_and_require_fit():

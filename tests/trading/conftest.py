@@ -64,7 +64,7 @@ def quote_body(dataset_id: str, **changes: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def wait_for_run(client) -> Callable[..., dict[str, Any]]:
-    def wait(headers: dict[str, str], run_id: str, timeout: float = 120) -> dict[str, Any]:
+    def wait(headers: dict[str, str], run_id: str, timeout: float = 600) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             body = client.get(f"/api/v1/runs/{run_id}", headers=headers).get_json()

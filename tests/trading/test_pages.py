@@ -59,7 +59,7 @@ def ask_quote(web: FlaskClient, dataset_id: str, **changes: str):
     return web.post(f"{page}/quote", data=data)
 
 
-def wait_on_page(web: FlaskClient, run_id: str, timeout: float = 120) -> dict[str, Any]:
+def wait_on_page(web: FlaskClient, run_id: str, timeout: float = 600) -> dict[str, Any]:
     """Poll the progress JSON as the run page's script does, until the run ends."""
     deadline = time.monotonic() + timeout
     seen: list[int] = []

@@ -21,6 +21,9 @@ from tests.conftest import app_overrides, service_unavailable
 from tests.trading.conftest import quote_body
 
 REDIS_URL = os.environ.get("MARKET_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# Waits are for a condition; the deadline only stops a hung test. Generous, because a worker
+# start imports torch and calibrates, which takes minutes on a busy 2-core machine.
+WAIT_S = 600.0
 
 
 def worker_env(home: Path, database_url: str, **extra: str) -> dict[str, str]:
@@ -90,7 +93,7 @@ def test_sigkill_mid_run_fails_it_charges_once_and_the_queue_goes_on(
     ).get_json()["id"]
     first = start_worker(env, log)
     stop_processes.append(first)
-    wait_until(lambda: _run_row(app, run_id).progress_step > 0, 120, "the run to train")
+    wait_until(lambda: _run_row(app, run_id).progress_step > 0, WAIT_S, "the run to train")
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
     assert _run_row(app, run_id).status.value == "running"  # nobody has noticed yet
@@ -99,7 +102,7 @@ def test_sigkill_mid_run_fails_it_charges_once_and_the_queue_goes_on(
     second = start_worker({**env, "MARKET_TRADING_LEASE_S": "2"}, log)
     stop_processes.append(second)
     lost = wait_until(
-        lambda: (r := _run_row(app, run_id)).status.value == "failed" and r, 60, "the reaper"
+        lambda: (r := _run_row(app, run_id)).status.value == "failed" and r, WAIT_S, "the reaper"
     )
     assert lost.error_code == "worker_lost"
     with app.extensions["market"].database.read() as session:
@@ -115,7 +118,7 @@ def test_sigkill_mid_run_fails_it_charges_once_and_the_queue_goes_on(
     ).get_json()["id"]
     done = wait_until(
         lambda: (r := _run_row(app, next_id)).status.value in ("succeeded", "failed") and r,
-        120,
+        WAIT_S,
         "the next run",
     )
     assert done.status.value == "succeeded", log.read_text()[-2000:]
@@ -178,7 +181,7 @@ def test_end_to_end_on_redis_with_a_separate_worker_process(
     ).get_json()["id"]
     done = wait_until(
         lambda: (r := _run_row(app, run_id)).status.value in ("succeeded", "failed") and r,
-        120,
+        WAIT_S,
         "the run on Redis",
     )
     assert done.status.value == "succeeded", (tmp_path / "worker.log").read_text()[-2000:]
