@@ -23,6 +23,7 @@ messages may be reworded).
           +-- AccountingError           a mechanism record or accountant choice is invalid
           |    +-- BudgetExceeded        a planned release would pass the budget cap
           +-- TrainingError             DP training failed; ``records_spent`` says what was used
+               +-- TrainingCancelled    the caller asked training to stop (a lost lease)
           +-- ModelFileError            a model file is malformed or its metadata is unusable
 """
 
@@ -139,10 +140,11 @@ class BudgetExceeded(AccountingError):
 
 
 class TrainingError(DetailedError):
-    """Private training stopped early.
+    """Private training failed once it had started.
 
-    ``records_spent`` lists the mechanism records of the steps that did run: their noise
-    was released into the weights' history, so the ledger must still charge them.
+    ``records_spent`` lists what must be charged: the plan's full records, whatever step
+    the failure came at (which step fails could depend on the data; what is charged must
+    not). The message is fixed for the same reason.
     """
 
     code = "privacy.training_failed"
@@ -152,6 +154,12 @@ class TrainingError(DetailedError):
     ) -> None:
         super().__init__(message, details=details)
         self.records_spent: list = list(records_spent or [])
+
+
+class TrainingCancelled(TrainingError):
+    """The caller's cancel event was set (its lease on the run is gone): stop, release nothing."""
+
+    code = "privacy.training_cancelled"
 
 
 class ModelFileError(DetailedError):

@@ -23,6 +23,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from privacy.errors import ModelFileError, PrivacyError
+from privacy.preprocessing import vocabulary
 from privacy.specs import DEFAULT_MAX_PARAMETERS, build_model, parse_model_spec, spec_to_dict
 
 FORMAT = "privacy-model/1"
@@ -115,7 +116,11 @@ def load_model(
         raise ModelFileError(f"model metadata is malformed: {type(exc).__name__}") from None
     try:
         module = build_model(
-            spec, input_shape=shape, num_classes=classes, max_parameters=max_parameters
+            spec,
+            input_shape=shape,
+            num_classes=classes,
+            max_parameters=max_parameters,
+            vocabulary=vocabulary(preprocessing),
         )
     except PrivacyError as exc:
         raise ModelFileError(f"the stored spec cannot be rebuilt: {exc}") from None

@@ -211,6 +211,39 @@ def num_classes(description: Mapping[str, Any]) -> int:
     return len(description["label"]["categories"])
 
 
+def integer_coded(description: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The description that encodes rows as category codes, for embedding models.
+
+    Only where every feature column is categorical: each column becomes its category's
+    index plus the column's offset, so the columns share one embedding table of
+    ``vocabulary`` rows. Everything here is public (declared categories); None when some
+    feature is numeric or the data are images, whose values are never indices.
+    """
+    if description["kind"] != "tabular":
+        return None
+    features = description["features"]
+    if any(f["type"] != "categorical" for f in features):
+        return None
+    return {
+        **description,
+        "encoding": "codes",
+        "encoded_columns": [f["name"] for f in features],
+        "vocabulary": sum(len(f["categories"]) for f in features),
+    }
+
+
+def for_model(description: Mapping[str, Any], *, embedding: bool) -> dict[str, Any]:
+    """The description a model reads: integer codes for an embedding model where the
+    schema allows them, else the scaled one (and ``build_model`` then refuses the spec)."""
+    coded = integer_coded(description) if embedding else None
+    return coded if coded is not None else dict(description)
+
+
+def vocabulary(description: Mapping[str, Any]) -> int | None:
+    """Distinct input codes of an integer-coded description (None for scaled input)."""
+    return description.get("vocabulary") if description.get("encoding") == "codes" else None
+
+
 # -- reading columns ---------------------------------------------------------------
 
 
@@ -349,10 +382,16 @@ def _encode(
             labels = np.asarray(data[description["labels_key"]]).astype(np.int64)
         return x.astype(np.float32), labels
     blocks: list[np.ndarray] = []
+    codes_only = description.get("encoding") == "codes"
+    offset = 0
     for f in description["features"]:
         values = _get(data, f["name"])
         assert values is not None
-        if f["type"] == "numeric":
+        if codes_only:
+            codes, _, _ = _category_codes(values, f["categories"])
+            blocks.append((codes + offset).astype(np.float64)[:, None])
+            offset += len(f["categories"])
+        elif f["type"] == "numeric":
             floats, _, _ = _numeric(values)
             scaled = (np.clip(floats, f["min"], f["max"]) - f["min"]) / (f["max"] - f["min"])
             blocks.append((scaled * (hi - lo) + lo)[:, None])

@@ -83,7 +83,14 @@ class LayerNormLayer(_Layer):
 
 
 class EmbeddingLayer(_Layer):
-    """Token ids in, vectors out; only valid as the first layer of integer-coded input."""
+    """Token ids in, vectors out; only valid as the first layer of integer-coded input.
+
+    Integer-coded input exists only where the owner declared every feature column
+    categorical (``privacy.preprocessing.integer_coded``): each column's category code,
+    offset so the columns share one table, with a public vocabulary size. The spec is
+    refused unless ``num_embeddings`` covers that vocabulary, so no index can be out of
+    range at run time: a private value never becomes an index that can fail.
+    """
 
     type: Literal["embedding"]
     num_embeddings: int = Field(ge=1, le=MAX_EMBEDDINGS)
@@ -339,10 +346,42 @@ def _cnn_layers(
 
 
 class _AsIndices(nn.Module):
-    """Casts float-coded token ids to ``long`` for an embedding; has no parameters."""
+    """Casts float-coded token ids to ``long`` for an embedding; has no parameters.
+
+    The clamp never changes a validated code (``build_model`` checked the vocabulary); it
+    makes an out-of-range index impossible by construction rather than an error at run time.
+    """
+
+    def __init__(self, num_embeddings: int) -> None:
+        super().__init__()
+        self.num_embeddings = num_embeddings
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.long()
+        return x.nan_to_num(0.0).clamp(0, self.num_embeddings - 1).long()
+
+
+class FiniteSequential(nn.Sequential):
+    """``nn.Sequential`` whose every layer output has non-finite rows replaced by zeros.
+
+    Why: a row that overflows (a huge weight times a large feature) would make the loss
+    NaN and the update NaN: an outcome that depends on one row. Zeroing that row's
+    activations keeps the row's contribution finite and a function of the row alone, so
+    clipping bounds it as usual. It adds no parameters, so state-dict keys are those of a
+    plain ``nn.Sequential``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for module in self:
+            x = _finite_rows(module(x))
+        return x
+
+
+def _finite_rows(x: torch.Tensor) -> torch.Tensor:
+    if not x.is_floating_point() or x.dim() == 0:
+        return x
+    finite = torch.isfinite(x).reshape(x.shape[0], -1).all(dim=1)
+    shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+    return torch.where(finite.reshape(shape), x, torch.zeros((), dtype=x.dtype))
 
 
 def _fail(index: int, field: str, message: str, **extra: Any) -> SpecError:
@@ -352,7 +391,7 @@ def _fail(index: int, field: str, message: str, **extra: Any) -> SpecError:
 
 
 def _build_layer(
-    index: int, layer: Any, shape: tuple[int, ...]
+    index: int, layer: Any, shape: tuple[int, ...], vocabulary: int | None = None
 ) -> tuple[nn.Module, tuple[int, ...], int]:
     """One layer: its module, its output shape (no batch dim) and its parameter count."""
     if isinstance(layer, FlattenLayer):
@@ -408,8 +447,24 @@ def _build_layer(
     if isinstance(layer, EmbeddingLayer):
         if index != 0 or len(shape) != 1:
             raise _fail(index, "type", "embedding must be the first layer, on a vector of ids")
+        if vocabulary is None:
+            raise _fail(
+                index,
+                "type",
+                "embedding needs integer-coded input: a dataset whose feature columns are "
+                "all categorical; scaled numbers or pixels are not indices",
+            )
+        if layer.num_embeddings < vocabulary:
+            raise _fail(
+                index,
+                "num_embeddings",
+                f"the dataset's categories need {vocabulary} embeddings, the spec has "
+                f"{layer.num_embeddings}",
+                vocabulary=vocabulary,
+            )
         embedding = nn.Sequential(
-            _AsIndices(), nn.Embedding(layer.num_embeddings, layer.embedding_dim)
+            _AsIndices(layer.num_embeddings),
+            nn.Embedding(layer.num_embeddings, layer.embedding_dim),
         )
         return (
             embedding,
@@ -419,7 +474,15 @@ def _build_layer(
     raise _fail(index, "type", "layer type not in the allow-list")  # pragma: no cover
 
 
-def count_parameters(spec: Any, *, input_shape: Sequence[int], num_classes: int) -> int:
+def uses_embedding(spec: Any) -> bool:
+    """Whether the spec reads integer codes (its first layer is an embedding)."""
+    parsed = parse_model_spec(spec)
+    return isinstance(parsed, LayersSpec) and isinstance(parsed.layers[0], EmbeddingLayer)
+
+
+def count_parameters(
+    spec: Any, *, input_shape: Sequence[int], num_classes: int, vocabulary: int | None = None
+) -> int:
     """Trainable parameters the spec would have, computed without allocating them."""
     layers = expand_template(
         parse_model_spec(spec), input_shape=input_shape, num_classes=num_classes
@@ -428,7 +491,7 @@ def count_parameters(spec: Any, *, input_shape: Sequence[int], num_classes: int)
     total = 0
     with torch.device("meta"):
         for index, layer in enumerate(layers.layers):
-            _, shape, n = _build_layer(index, layer, shape)
+            _, shape, n = _build_layer(index, layer, shape, vocabulary)
             total += n
     return total
 
@@ -440,8 +503,9 @@ def build_model(
     num_classes: int,
     max_parameters: int = DEFAULT_MAX_PARAMETERS,
     max_activations: int = DEFAULT_MAX_ACTIVATIONS,
+    vocabulary: int | None = None,
 ) -> nn.Module:
-    """Build an ``nn.Sequential`` from a spec (raw dict or parsed model).
+    """Build a ``FiniteSequential`` from a spec (raw dict or parsed model).
 
     Args:
         spec: ``{"layers": [...]}`` or ``{"template": ...}`` (see ``ModelSpec``).
@@ -453,6 +517,9 @@ def build_model(
         max_activations: cap on the values one example produces across all layers
             (memory per example, which parameters alone do not bound: a wide conv on a
             large image has few parameters and huge activations).
+        vocabulary: for integer-coded input, the number of distinct codes (public, from
+            the schema); None when the input is scaled numbers or pixels, and then an
+            embedding layer is refused.
 
     Raises:
         SpecError: with ``details["layer"]`` and ``details["field"]`` naming the problem.
@@ -470,7 +537,7 @@ def build_model(
     activations = 0
     with torch.device("meta"):
         for index, layer in enumerate(layers.layers):
-            _, shape, n = _build_layer(index, layer, shape)
+            _, shape, n = _build_layer(index, layer, shape, vocabulary)
             total += n
             activations += math.prod(shape)
             if activations > max_activations:
@@ -507,6 +574,6 @@ def build_model(
     modules: list[nn.Module] = []
     shape = tuple(int(s) for s in input_shape)
     for index, layer in enumerate(layers.layers):
-        module, shape, _ = _build_layer(index, layer, shape)
+        module, shape, _ = _build_layer(index, layer, shape, vocabulary)
         modules.append(module)
-    return nn.Sequential(*modules)
+    return FiniteSequential(*modules)

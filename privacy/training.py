@@ -11,17 +11,26 @@ alone would cost ``metrics_fraction`` (default 10%) of the epsilon, then searche
 smallest training noise for which the *composition* of training and metrics is at most
 the epsilon. Composition is sub-additive, so training effectively keeps more than 90%.
 
-Neighbouring relation: add/remove one row, as in Opacus's analysis. The held-out split
-is a seeded permutation of the row indices, a function of the seed and of the row count,
-which the marketplace publishes with the listing; like Opacus and most DP training
-pipelines we treat the split as fixed given that public count. Training and metrics are
-then composed *sequentially* over the whole dataset (we do not claim parallel composition
-for the disjoint parts), so the total holds whichever part a row falls in.
+Neighbouring relation: add/remove one row, as in Opacus's analysis, and it holds for the
+whole run. Each row's place (training or held out) is a keyed coin computed from that row's
+own content and a per-run secret (``holdout_mask``): adding or removing one row changes no
+other row's assignment. Poisson sampling runs over *all* rows at the planned rate and a
+held-out row contributes zero to every step (its label is ``IGNORE_LABEL``), so each step
+is the planned subsampled Gaussian for every row, whichever side of the split it fell on.
+The held-out size is then private: it is released like the metrics (a noisy count), and
+training and metrics are composed *sequentially* over the whole dataset.
 
-Randomness: ``seed`` fixes only the held-out split (so accounting and shapes are
-reproducible). Poisson sampling and gradient noise come from OS entropy: a seed a buyer
-could know would let the noise be subtracted. Opacus's ``secure_mode`` is not used
-because ``torchcsprng`` does not build for current torch (see DESIGN.md section 7).
+Randomness: the split key, Poisson sampling and gradient noise all come from OS entropy:
+a seed a buyer could know would let the noise be subtracted. Opacus's ``secure_mode`` is
+not used because ``torchcsprng`` does not build for current torch.
+
+Outcomes that do not depend on a row. Nothing private steers control flow: shapes come
+from the public schema (probes use zeros), a model's activations pass through
+``privacy.specs.FiniteSequential`` (a non-finite row becomes zeros), and non-finite
+per-sample gradients are zeroed before clipping (``_guard_non_finite``): the step still
+happens, and a row's contribution stays a function of that row alone, clipped to C.
+A failure after training starts raises ``TrainingError`` with a fixed message and the
+plan's full records as spent: never "stopped after k steps".
 
 Ghost clipping. With ``grad_sample_mode="ghost"`` Opacus returns a *new* criterion and
 silently skips clipping if the original one is used. Here the original criterion is
@@ -33,8 +42,10 @@ outlier row and checks that the update norm stays within the clipping bound.
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import secrets
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -44,6 +55,7 @@ from typing import Any
 import numpy as np
 import torch
 from opacus import PrivacyEngine
+from opacus.data_loader import DPDataLoader
 from opacus.utils.batch_memory_manager import BatchMemoryManager
 from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
 from scipy.optimize import brentq
@@ -51,7 +63,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from privacy.accounting import ACCOUNTANTS, RDP_ORDERS, compose_epsilon
-from privacy.errors import AccountingError, PlanError, TrainingError
+from privacy.errors import AccountingError, PlanError, TrainingCancelled, TrainingError
 from privacy.release import gaussian_noise_multiplier, gaussian_release
 
 #: A plan is refused when the per-step noise standard deviation (z * C) exceeds this
@@ -62,7 +74,13 @@ MAX_NOISE_TO_SIGNAL = 1.0
 #: Per-example losses are clipped to [0, LOSS_BOUND] before the noisy loss sum is
 #: released; a power of two so that sigma / sensitivity is exact in floating point.
 LOSS_BOUND = 4.0
-METRICS = ("accuracy", "loss")
+#: The held-out releases, in order: correct predictions (sensitivity 1), the clipped loss
+#: sum (sensitivity ``LOSS_BOUND``) and the held-out row count (sensitivity 1).
+METRICS = ("accuracy", "loss", "holdout_rows")
+#: The label a held-out row carries in the training tensor: its loss and gradient are zero.
+IGNORE_LABEL = -1
+#: The neighbouring relation every guarantee of this module is stated for.
+NEIGHBOURING_RELATION = "add_remove_one"
 #: In hooks mode every physical batch materialises per-sample gradients (batch x params
 #: floats). Above glibc's dynamic mmap threshold (32 MiB at most) each step maps and
 #: unmaps that buffer, and training becomes page-fault bound (DESIGN.md section 7).
@@ -114,7 +132,7 @@ class RunPlan:
         if self.metrics_noise_multiplier is None:
             return []
         z = self.metrics_noise_multiplier
-        return [
+        records = [
             {"mechanism": "gaussian", "sigma": z * 1.0, "sensitivity": 1.0, "count": 1},
             {
                 "mechanism": "gaussian",
@@ -123,6 +141,11 @@ class RunPlan:
                 "count": 1,
             },
         ]
+        if "holdout_rows" in self.metrics:
+            records.append(
+                {"mechanism": "gaussian", "sigma": z * 1.0, "sensitivity": 1.0, "count": 1}
+            )
+        return records
 
     def records(self) -> list[dict[str, Any]]:
         """Every mechanism the run will release: DP-SGD steps, then the metrics."""
@@ -145,8 +168,32 @@ def _plan_error(message: str, field_name: str, **extra: Any) -> PlanError:
 
 
 def holdout_size(rows: int, fraction: float) -> int:
-    """Rows kept out of training for the metrics (a function of public values only)."""
+    """Rows *expected* to be held out for the metrics (a function of public values only);
+    the real count is a sum of per-row coins, released only as a noisy count."""
     return int(math.floor(rows * fraction))
+
+
+def holdout_mask(
+    features: np.ndarray, labels: np.ndarray, *, fraction: float, key: bytes
+) -> np.ndarray:
+    """True for the rows held out: a keyed coin per row (BLAKE2b of the row's own bytes).
+
+    A row's coin depends on nothing but its content and ``key``, so adding or removing a
+    row leaves every other row where it was: the add/remove-one relation holds.
+    """
+    rows = len(labels)
+    mask = np.zeros(rows, dtype=bool)
+    if fraction <= 0 or rows == 0:
+        return mask
+    threshold = int(fraction * 2**64)
+    flat = np.ascontiguousarray(np.asarray(features).reshape(rows, -1))
+    codes = np.ascontiguousarray(np.asarray(labels).astype(np.int64))
+    for i in range(rows):
+        digest = hashlib.blake2b(
+            flat[i].tobytes() + codes[i].tobytes(), key=key, digest_size=8
+        ).digest()
+        mask[i] = int.from_bytes(digest, "big") < threshold
+    return mask
 
 
 def plan_run(
@@ -226,12 +273,12 @@ def plan_run(
             )
         except AccountingError:
             raise _plan_error(
-                f"epsilon {epsilon * metrics_fraction:.3g} for the held-out metrics is too "
-                "small to calibrate; raise metrics_fraction or set holdout_fraction to 0",
+                f"epsilon {epsilon:g} is too small to pay for the held-out metrics "
+                f"({epsilon * metrics_fraction:.3g} of it): raise epsilon",
                 "metrics_fraction",
             ) from None
         metric_records = [
-            {"mechanism": "gaussian", "sigma": metrics_z, "sensitivity": 1.0, "count": 2}
+            {"mechanism": "gaussian", "sigma": metrics_z, "sensitivity": 1.0, "count": len(METRICS)}
         ]
 
     def total(z: float) -> float:
@@ -348,11 +395,33 @@ class TrainingResult:
         }
 
 
+class _TrainRowsLoss(nn.Module):
+    """Cross-entropy where held-out rows (label ``IGNORE_LABEL``) count zero.
+
+    ``mean`` divides by the physical batch length, held-out rows included, which is what
+    Opacus's per-sample scaling assumes; ``none`` gives per-sample losses (ghost mode).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reduction = "mean"
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        per_sample = nn.functional.cross_entropy(
+            logits, target, reduction="none", ignore_index=IGNORE_LABEL
+        )
+        if self.reduction == "none":
+            return per_sample
+        if self.reduction == "sum":
+            return per_sample.sum()
+        return per_sample.sum() / max(len(per_sample), 1)
+
+
 class _PrivateStep:
     """The DP model, optimizer and loss, bound together so they cannot be mixed up.
 
-    In ghost mode the loss *must* be the criterion Opacus returns; the plain
-    ``CrossEntropyLoss`` is created inline in the ``make_private`` call and never kept.
+    In ghost mode the loss *must* be the criterion Opacus returns; the plain loss is
+    created inline in the ``make_private`` call and never kept.
     """
 
     def __init__(
@@ -376,22 +445,27 @@ class _PrivateStep:
         common: dict[str, Any] = {
             "module": module,
             "optimizer": base,
+            # Already a Poisson loader over all rows at the planned rate (``_loader``).
             "data_loader": loader,
             "noise_multiplier": plan.noise_multiplier,
             "max_grad_norm": plan.max_grad_norm,
-            "poisson_sampling": True,
+            "poisson_sampling": False,
             "noise_generator": noise,
         }
         if mode == "ghost":
             model, opt, criterion, data = self.engine.make_private(
-                **common, criterion=nn.CrossEntropyLoss(), grad_sample_mode="ghost"
+                **common, criterion=_TrainRowsLoss(), grad_sample_mode="ghost"
             )
             if not isinstance(criterion, DPLossFastGradientClipping):
                 raise TrainingError("ghost clipping did not return its DP loss", details={})
             self._loss: Callable[[torch.Tensor, torch.Tensor], Any] = criterion
         else:
             model, opt, data = self.engine.make_private(**common, grad_sample_mode="hooks")
-            self._loss = nn.CrossEntropyLoss()
+            self._loss = _TrainRowsLoss()
+        # The mean is over the expected *training* rows of a batch (public), as before the
+        # held-out rows joined the loader with zero weight.
+        opt.expected_batch_size = max(1, round(plan.sample_rate * plan.train_rows))
+        _guard_non_finite(model, opt, mode)
         self.model = model
         self.optimizer = opt
         self.data_loader = data
@@ -410,6 +484,38 @@ class _PrivateStep:
         return self.model._module
 
 
+def _guard_non_finite(model: Any, optimizer: Any, mode: str) -> None:
+    """Zero a sample's contribution where its gradient is not finite, before clipping.
+
+    A non-finite per-sample gradient would otherwise turn the noisy sum into NaN: a model
+    wrecked or not depending on one row, which no accountant counts. Zeroing is applied to
+    every sample and depends on that sample alone, so clipping still bounds it by C and
+    the step is the planned Gaussian mechanism. Ghost mode: a NaN or infinite norm gets a
+    clipping coefficient of 0 (activations are finite by ``FiniteSequential``, so the
+    second backward pass of that sample is exactly zero). Hooks mode: non-finite
+    per-sample gradient entries become 0 before the norms are taken.
+    """
+    if mode == "ghost":
+        coefficient = model.get_clipping_coef
+
+        def finite_coefficient() -> torch.Tensor:
+            return torch.nan_to_num(coefficient(), nan=0.0, posinf=0.0, neginf=0.0)
+
+        model.get_clipping_coef = finite_coefficient
+        return
+    clip_and_accumulate = optimizer.clip_and_accumulate
+
+    def finite_clip_and_accumulate() -> None:
+        for p in optimizer.params:
+            samples = p.grad_sample
+            for g in samples if isinstance(samples, list) else [samples]:
+                if g is not None:
+                    torch.nan_to_num_(g, nan=0.0, posinf=0.0, neginf=0.0)
+        clip_and_accumulate()
+
+    optimizer.clip_and_accumulate = finite_clip_and_accumulate
+
+
 def train_private(
     *,
     model: nn.Module,
@@ -418,12 +524,13 @@ def train_private(
     plan: RunPlan,
     learning_rate: float,
     max_physical_batch_size: int = 256,
-    seed: int = 0,
+    split_key: bytes | None = None,
     progress: ProgressFn | None = None,
     optimizer: str = "adam",
     grad_sample_mode: str = "auto",
     num_threads: int | None = 1,
     progress_interval_s: float = 0.5,
+    cancel: threading.Event | None = None,
 ) -> TrainingResult:
     """Train ``model`` with DP-SGD as planned, then release held-out metrics.
 
@@ -435,17 +542,20 @@ def train_private(
         max_physical_batch_size: memory bound; Opacus's ``BatchMemoryManager`` splits
             logical Poisson batches into physical ones of at most this size (in hooks
             mode further capped, see ``HOOKS_BUFFER_BYTES``).
-        seed: fixes the held-out split only (not sampling, not noise).
+        split_key: the secret of the held-out coins (``holdout_mask``); random if None.
         progress: called as ``progress(step, steps, epsilon_so_far)`` at most every
             ``progress_interval_s`` seconds and after the last step.
         optimizer: ``adam`` or ``sgd`` (momentum 0.9).
         grad_sample_mode: ``auto`` (ghost clipping, falling back to hooks if the model
             cannot use it), ``ghost`` or ``hooks``.
-        num_threads: torch threads during training (1 on shared cores, DESIGN.md 7).
+        num_threads: torch threads during training (1 on shared cores).
+        cancel: when set (from another thread), training stops at the next physical batch
+            with ``TrainingCancelled``.
 
     Raises:
-        PlanError: the data does not match the plan.
-        TrainingError: training failed; ``records_spent`` holds what was spent.
+        PlanError: the arguments do not match the plan (checked before any training).
+        TrainingCancelled: ``cancel`` was set.
+        TrainingError: training failed; a fixed message, the plan's records as spent.
     """
     if optimizer not in OPTIMIZERS:
         raise PlanError(
@@ -456,6 +566,7 @@ def train_private(
     if not (learning_rate > 0 and math.isfinite(learning_rate)):
         raise PlanError("learning_rate must be positive", details={"field": "learning_rate"})
     x_all, y_all = _as_tensors(features, labels, plan)
+    _check_labels(model, x_all, y_all)
 
     previous_threads = torch.get_num_threads()
     if num_threads:
@@ -468,12 +579,19 @@ def train_private(
             plan=plan,
             learning_rate=learning_rate,
             max_physical_batch_size=max_physical_batch_size,
-            seed=seed,
+            split_key=split_key if split_key is not None else secrets.token_bytes(32),
             progress=progress,
             optimizer=optimizer,
             grad_sample_mode=grad_sample_mode,
             progress_interval_s=progress_interval_s,
+            cancel=cancel,
         )
+    except (PlanError, TrainingCancelled):
+        raise
+    except Exception as exc:
+        # One outcome for every failure once training has started: which step (or which
+        # row) failed must not show, and the whole plan is charged.
+        raise TrainingError("training failed", details={}, records_spent=plan.records()) from exc
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -495,10 +613,35 @@ def _as_tensors(
     return x, y
 
 
-def _split(rows: int, holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Held-out and training indices: a permutation seeded by ``seed`` alone."""
-    order = np.random.default_rng(seed).permutation(rows)
-    return np.sort(order[:holdout]), np.sort(order[holdout:])
+def _check_labels(model: nn.Module, x_all: torch.Tensor, y_all: torch.Tensor) -> None:
+    """Labels must be class indices of the model's output (a caller's precondition: the
+    marketplace encodes labels from declared categories, so this never fires there).
+
+    The output width comes from a probe on zeros of the public input shape, never a row.
+    """
+    probe = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        out = probe(torch.zeros((1, *x_all.shape[1:]), dtype=x_all.dtype))
+    if out.dim() != 2:
+        raise PlanError("the model must output one logit vector per row", details={})
+    width = int(out.shape[1])
+    if len(y_all) and (int(y_all.min()) < 0 or int(y_all.max()) >= width):
+        # No values in the message: only the rule.
+        raise PlanError(
+            f"labels must be class indices in [0, {width})", details={"field": "labels"}
+        )
+
+
+def _loader(x_all: torch.Tensor, y_train: torch.Tensor, plan: RunPlan) -> DPDataLoader:
+    """Poisson sampling over all rows at the planned rate, for exactly the planned steps
+    per epoch (held-out rows are sampled too and weigh zero)."""
+    sampling = torch.Generator().manual_seed(secrets.randbits(63))
+    loader = DPDataLoader(
+        TensorDataset(x_all, y_train), sample_rate=plan.sample_rate, generator=sampling
+    )
+    # int(1 / q) can round below the planned count; the plan's figure is the contract.
+    loader.batch_sampler.steps = plan.steps_per_epoch
+    return loader
 
 
 def _train(
@@ -509,55 +652,42 @@ def _train(
     plan: RunPlan,
     learning_rate: float,
     max_physical_batch_size: int,
-    seed: int,
+    split_key: bytes,
     progress: ProgressFn | None,
     optimizer: str,
     grad_sample_mode: str,
     progress_interval_s: float,
+    cancel: threading.Event | None,
 ) -> TrainingResult:
     started = time.perf_counter()
-    hold_idx, train_idx = _split(plan.rows, plan.holdout_rows, seed)
-    num_classes = _output_width(model, x_all[:1])
-    if int(y_all.min()) < 0 or int(y_all.max()) >= num_classes:
-        # No values in the message: only the rule.
-        raise PlanError(
-            f"labels must be class indices in [0, {num_classes})", details={"field": "labels"}
+    held_out = torch.from_numpy(
+        holdout_mask(
+            x_all.numpy(),
+            y_all.numpy(),
+            fraction=plan.holdout_rows / plan.rows if plan.metrics_noise_multiplier else 0.0,
+            key=split_key,
         )
-    dataset = TensorDataset(x_all[train_idx], y_all[train_idx])
-    sampling = torch.Generator().manual_seed(secrets.randbits(63))
-    loader = DataLoader(dataset, batch_size=plan.batch_size, generator=sampling)
-    if len(loader) != plan.steps_per_epoch:
-        raise PlanError("the training split does not match the plan", details={"field": "rows"})
-
+    )
+    y_train = torch.where(held_out, torch.full_like(y_all, IGNORE_LABEL), y_all)
     dp = _privatize(
         model=model,
         plan=plan,
         learning_rate=learning_rate,
         optimizer=optimizer,
-        loader=loader,
+        loader=_loader(x_all, y_train, plan),
         grad_sample_mode=grad_sample_mode,
     )
     if dp.mode == "hooks":
         max_physical_batch_size = min(max_physical_batch_size, _hooks_batch_cap(model))
-    try:
-        with warnings.catch_warnings():
-            # Opacus's per-sample hooks trigger this torch notice on every step when the
-            # input needs no gradient (it never does here); it says nothing about privacy.
-            warnings.filterwarnings("ignore", message="Full backward hook is firing")
-            steps = _run_epochs(dp, plan, max_physical_batch_size, progress, progress_interval_s)
-    except _Stopped as stop:
-        exc = stop.__cause__
-        steps = stop.steps
-        raise TrainingError(
-            f"training stopped after {steps} of {plan.steps} steps: {type(exc).__name__}",
-            details={"steps": steps},
-            records_spent=[plan.training_record(steps)] if steps else [],
-        ) from exc
-    if steps != plan.steps:  # pragma: no cover - Opacus runs len(loader) steps per epoch
-        raise TrainingError(
-            f"ran {steps} steps instead of the planned {plan.steps}",
-            records_spent=[plan.training_record(steps)],
+    with warnings.catch_warnings():
+        # Opacus's per-sample hooks trigger this torch notice on every step when the
+        # input needs no gradient (it never does here); it says nothing about privacy.
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        steps = _run_epochs(
+            dp, plan, max_physical_batch_size, progress, progress_interval_s, cancel
         )
+    if steps != plan.steps:  # pragma: no cover - the sampler yields exactly the planned steps
+        raise RuntimeError("the run did not take its planned steps")
     trained_s = time.perf_counter() - started
     epsilon_training = _opacus_epsilon(dp.engine, plan.delta)
 
@@ -567,9 +697,9 @@ def _train(
     eval_started = time.perf_counter()
     records = [plan.training_record(steps)]
     metrics: dict[str, float] = {}
-    if plan.metrics_noise_multiplier is not None and len(hold_idx):
+    if plan.metrics_noise_multiplier is not None:
         metrics, metric_records = _release_metrics(
-            inner, x_all[hold_idx], y_all[hold_idx], plan=plan
+            inner, x_all[held_out], y_all[held_out], plan=plan
         )
         records += metric_records
     eval_s = time.perf_counter() - eval_started
@@ -590,52 +720,44 @@ def _hooks_batch_cap(model: nn.Module) -> int:
     return max(1, int(HOOKS_BUFFER_BYTES // (4 * max(params, 1))))
 
 
-class _Stopped(Exception):
-    """Carries the number of completed steps out of a failed training loop."""
-
-    def __init__(self, steps: int) -> None:
-        super().__init__(steps)
-        self.steps = steps
-
-
 def _run_epochs(
     dp: _PrivateStep,
     plan: RunPlan,
     max_physical_batch_size: int,
     progress: ProgressFn | None,
     progress_interval_s: float,
+    cancel: threading.Event | None,
 ) -> int:
-    """The DP-SGD loop; returns the logical steps taken (raises ``_Stopped`` on failure)."""
+    """The DP-SGD loop; returns the logical steps taken (always the planned number)."""
     steps = 0
     last_report = -math.inf
     interval = progress_interval_s
-    try:
-        for _ in range(plan.epochs):
-            with BatchMemoryManager(
-                data_loader=dp.data_loader,
-                max_physical_batch_size=max_physical_batch_size,
-                optimizer=dp.optimizer,
-            ) as physical:
-                for x, y in physical:
-                    if not dp.step(x, y):
-                        continue
-                    steps += 1
-                    now = time.perf_counter()
-                    if progress and (steps == plan.steps or now - last_report >= interval):
-                        spent = compose_epsilon(
-                            [plan.training_record(steps)],
-                            delta=plan.delta,
-                            accountant=plan.accountant,
-                        )
-                        progress(steps, plan.steps, spent)
-                        # PRV answers take up to seconds: unless every step was asked for
-                        # (interval 0), never spend over ~10% of the run on reports.
-                        if progress_interval_s > 0:
-                            cost = time.perf_counter() - now
-                            interval = max(progress_interval_s, 10 * cost)
-                        last_report = now
-    except Exception as exc:
-        raise _Stopped(steps) from exc
+    for _ in range(plan.epochs):
+        with BatchMemoryManager(
+            data_loader=dp.data_loader,
+            max_physical_batch_size=max_physical_batch_size,
+            optimizer=dp.optimizer,
+        ) as physical:
+            for x, y in physical:
+                if cancel is not None and cancel.is_set():
+                    raise TrainingCancelled("training was cancelled", details={})
+                if not dp.step(x, y):
+                    continue
+                steps += 1
+                now = time.perf_counter()
+                if progress and (steps == plan.steps or now - last_report >= interval):
+                    spent = compose_epsilon(
+                        [plan.training_record(steps)],
+                        delta=plan.delta,
+                        accountant=plan.accountant,
+                    )
+                    progress(steps, plan.steps, spent)
+                    # PRV answers take up to seconds: unless every step was asked for
+                    # (interval 0), never spend over ~10% of the run on reports.
+                    if progress_interval_s > 0:
+                        cost = time.perf_counter() - now
+                        interval = max(progress_interval_s, 10 * cost)
+                    last_report = now
     return steps
 
 
@@ -644,15 +766,6 @@ def _opacus_epsilon(engine: PrivacyEngine, delta: float) -> float:
     if engine.accountant.mechanism() == "rdp":
         return float(engine.accountant.get_epsilon(delta, alphas=list(RDP_ORDERS)))
     return float(engine.accountant.get_epsilon(delta))
-
-
-def _output_width(model: nn.Module, example: torch.Tensor) -> int:
-    probe = copy.deepcopy(model).eval()
-    with torch.no_grad():
-        out = probe(example)
-    if out.dim() != 2:
-        raise PlanError("the model must output one logit vector per row", details={})
-    return int(out.shape[1])
 
 
 def _privatize(
@@ -664,7 +777,8 @@ def _privatize(
     loader: DataLoader,
     grad_sample_mode: str,
 ) -> _PrivateStep:
-    """Ghost clipping where the model allows it, else per-sample hooks."""
+    """Ghost clipping where the model allows it, else per-sample hooks (decided by the
+    model's layers alone, never by the data)."""
     modes = ["ghost", "hooks"] if grad_sample_mode == "auto" else [grad_sample_mode]
     failure: Exception | None = None
     for mode in modes:
@@ -687,10 +801,11 @@ def _privatize(
 def _release_metrics(
     module: nn.Module, x: torch.Tensor, y: torch.Tensor, *, plan: RunPlan
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Noisy accuracy and loss on the held-out rows, each through ``privacy.release``.
+    """Noisy accuracy, loss and held-out count, each through ``privacy.release``.
 
-    The exact count of correct predictions and the exact sum of clipped losses never
-    leave this function.
+    The exact count of correct predictions, the exact sum of clipped losses and the exact
+    number of held-out rows never leave this function. Accuracy and loss are the noisy
+    sums over the noisy count (post-processing).
     """
     assert plan.metrics_noise_multiplier is not None
     z = plan.metrics_noise_multiplier
@@ -702,15 +817,19 @@ def _release_metrics(
             target = y[start : start + 1024]
             correct += float((logits.argmax(dim=1) == target).sum())
             losses = nn.functional.cross_entropy(logits, target, reduction="none")
+            losses = torch.nan_to_num(losses, nan=plan.loss_bound, posinf=plan.loss_bound)
             loss_sum += float(losses.clamp(0.0, plan.loss_bound).sum())
-    m = plan.holdout_rows
     accuracy = gaussian_release(correct, sensitivity=1.0, noise_multiplier=z)
     loss = gaussian_release(loss_sum, sensitivity=plan.loss_bound, noise_multiplier=z)
+    count = gaussian_release(float(len(y)), sensitivity=1.0, noise_multiplier=z)
+    # The denominator is the noisy count, floored at the public expectation's tenth so a
+    # small noisy count cannot blow the ratios up.
+    m = max(count.value, plan.holdout_rows / 10, 1.0)
     metrics = {
-        # Post-processing: dividing by the public m and clamping cost no privacy.
         "accuracy": min(1.0, max(0.0, accuracy.value / m)),
         "loss": min(plan.loss_bound, max(0.0, loss.value / m)),
-        "accuracy_noise_std": z / m,
-        "holdout_rows": float(m),
+        "accuracy_noise_std": z / max(plan.holdout_rows, 1),
+        "holdout_rows": float(max(0.0, round(count.value))),
+        "holdout_rows_expected": float(plan.holdout_rows),
     }
-    return metrics, [accuracy.record, loss.record]
+    return metrics, [accuracy.record, loss.record, count.record]

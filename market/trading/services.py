@@ -27,7 +27,7 @@ from market.trading import budget, calibration
 from market.trading.models import PrivacyRelease, Quote, ReleaseState, Run, RunStatus
 from market.trading.schemas import QuoteRequest
 from privacy.errors import PlanError, SpecError
-from privacy.preprocessing import input_shape, num_classes
+from privacy.preprocessing import for_model, input_shape, num_classes, vocabulary
 
 if TYPE_CHECKING:
     from privacy.training import RunPlan
@@ -59,19 +59,27 @@ def _royalty(dataset: Dataset, epsilon: float) -> Decimal:
     return (per_run + per_epsilon * Decimal(str(epsilon))).quantize(Decimal("0.01"))
 
 
+def model_input(dataset: Dataset, spec: Any) -> dict[str, Any]:
+    """The preprocessing a spec reads on this dataset (integer codes for an embedding)."""
+    from privacy.specs import uses_embedding
+
+    return for_model(catalog.preprocessing_of(dataset), embedding=uses_embedding(spec))
+
+
 def _plan(dataset: Dataset, request: QuoteRequest, settings: Settings) -> tuple[RunPlan, Any, int]:
     """Validate the model against the schema and plan the mechanism; 422 on any problem."""
     from privacy.specs import build_model, parse_model_spec
     from privacy.training import plan_run
 
-    description = catalog.preprocessing_of(dataset)
     try:
         spec = parse_model_spec(request.model)
+        description = model_input(dataset, spec)
         model = build_model(
             spec,
             input_shape=input_shape(description),
             num_classes=num_classes(description),
             max_parameters=settings.trading.max_parameters,
+            vocabulary=vocabulary(description),
         )
         delta = request.delta if request.delta is not None else dataset.delta
         if delta > dataset.delta:

@@ -99,8 +99,47 @@ def test_embedding_as_first_layer():
         {"type": "flatten"},
         {"type": "linear", "out_features": 2},
     )
-    model = build_model(spec, input_shape=(5,), num_classes=2)
+    model = build_model(spec, input_shape=(5,), num_classes=2, vocabulary=20)
     assert model(torch.tensor([[1.0, 2, 3, 4, 5]])).shape == (1, 2)
+
+
+EMBEDDING = _layers(
+    {"type": "embedding", "num_embeddings": 6, "embedding_dim": 2},
+    {"type": "flatten"},
+    {"type": "linear", "out_features": 2},
+)
+
+
+def test_embedding_is_refused_on_scaled_input():
+    # Scaled floats are not indices: a value at a column's maximum would become an index
+    # past the table and fail the run on that row alone.
+    with pytest.raises(SpecError) as info:
+        build_model(EMBEDDING, input_shape=(3,), num_classes=2)
+    assert info.value.details == {"layer": 0, "field": "type"}
+
+
+def test_embedding_smaller_than_the_vocabulary_is_refused_when_the_spec_is_checked():
+    with pytest.raises(SpecError) as info:
+        build_model(EMBEDDING, input_shape=(3,), num_classes=2, vocabulary=7)
+    assert info.value.details["field"] == "num_embeddings"
+    assert info.value.details["vocabulary"] == 7
+
+
+def test_embedding_indices_cannot_leave_the_table():
+    model = build_model(EMBEDDING, input_shape=(3,), num_classes=2, vocabulary=6)
+    out = model(torch.tensor([[5.0, 6.0, -1.0], [float("nan"), 1e30, 0.0]]))
+    assert torch.isfinite(out).all()
+
+
+def test_a_non_finite_row_is_zeroed_without_touching_the_others():
+    spec = _layers({"type": "linear", "out_features": 2})
+    model = build_model(spec, input_shape=(2,), num_classes=2)
+    with torch.no_grad():
+        model[0].weight.fill_(3e38)  # 3e38 + 3e38 overflows float32
+    x = torch.tensor([[1.0, 1.0], [0.0, 0.0]])
+    out = model(x)
+    assert torch.equal(out[0], torch.zeros(2))  # overflowed to inf: zeroed
+    assert torch.equal(out[1], model[0].bias.detach())  # untouched
 
 
 def test_spec_round_trips_as_json(seed_model_spec):
