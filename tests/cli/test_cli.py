@@ -20,7 +20,7 @@ def run(home: Path, *args: str, stdin: str | None = None) -> subprocess.Complete
     env["MARKET_SECURITY_ARGON2_TIME_COST"] = "2"
     env["MARKET_SECURITY_ARGON2_PARALLELISM"] = "1"
     return subprocess.run(
-        [*MARKET, *args], input=stdin, capture_output=True, text=True, env=env, timeout=120
+        [*MARKET, *args], input=stdin, capture_output=True, text=True, env=env, timeout=600
     )
 
 
@@ -70,6 +70,38 @@ def test_users_create_from_stdin_then_duplicate_fails_with_one_line(home: Path) 
     )
     assert duplicate.returncode == 1
     assert duplicate.stderr.strip() == "error: an account for ann@people.example already exists"
+
+
+def test_init_makes_a_readable_database_private(home: Path) -> None:
+    os.chmod(home / "market.db", 0o644)  # as earlier versions left it
+    again = run(home, "init")
+    assert again.returncode == 0, again.stderr
+    assert "made private" in again.stdout
+    assert stat.S_IMODE((home / "market.db").stat().st_mode) == 0o600
+
+
+def test_suspend_revokes_tokens_and_unknown_accounts_fail_with_one_line(home: Path) -> None:
+    import sqlite3
+
+    created = run(
+        home, "users", "create", "--email", "eve@people.example", "--role", "researcher",
+        "--password-stdin", stdin="a-long-enough-password\n",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    suspended = run(home, "users", "suspend", "--email", "EVE@people.example")
+    assert suspended.returncode == 0, suspended.stderr
+    assert "suspended eve@people.example" in suspended.stdout
+    with sqlite3.connect(home / "market.db") as db:
+        active, generation = db.execute(
+            "SELECT is_active, session_generation FROM users WHERE email = ?",
+            ("eve@people.example",),
+        ).fetchone()
+    assert (active, generation) == (0, 1)
+    promoted = run(home, "users", "set-role", "--email", "eve@people.example", "--role", "owner")
+    assert promoted.returncode == 0, promoted.stderr
+    unknown = run(home, "users", "suspend", "--email", "nobody@people.example")
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip() == "error: no account for nobody@people.example"
 
 
 def test_short_password_is_refused(home: Path) -> None:
