@@ -205,7 +205,17 @@ def consistency(query: ConsistencyQuery):
     return out.model_dump(mode="json")
 
 
-@api.get("/public-key", summary="The Ed25519 key that verifies checkpoints (PEM)", security=BEARER)
+@api.get(
+    "/public-key",
+    summary="The Ed25519 key that verifies checkpoints (PEM)",
+    security=BEARER,
+    responses={
+        200: {
+            "description": "The SubjectPublicKeyInfo PEM text.",
+            "content": {"application/x-pem-file": {"schema": {"type": "string"}}},
+        }
+    },
+)
 @api_login_required(Role.AUDITOR)
 def public_key():
     settings = services().settings

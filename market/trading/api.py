@@ -115,7 +115,15 @@ def get_run(path: RunPath):
     "/runs/<run_id>/model",
     summary="The trained weights (safetensors, spec and preprocessing in its metadata); buyer only",
     security=BEARER,
-    responses={409: ErrorBody},
+    responses={
+        200: {
+            "description": "The safetensors file.",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        },
+        409: ErrorBody,
+    },
 )
 @api_login_required(Role.RESEARCHER)
 def download_model(path: RunPath):
