@@ -82,7 +82,7 @@ class CatalogSettings(_Section):
     max_cells: int = Field(default=200_000_000, gt=0)
     max_columns: int = Field(default=1000, ge=1, le=10_000)
     max_categories: int = Field(default=1000, ge=2, le=10_000)
-    max_metadata_bytes: int = Field(default=1 << 20, ge=1024)
+    max_metadata_bytes: int = Field(default=256 << 10, ge=1024)
     page_size: int = Field(default=20, ge=1, le=200)
 
 

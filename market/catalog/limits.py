@@ -135,7 +135,9 @@ def _zip_member_count(data: bytes) -> int:
     tail = data[-(65535 + _EOCD.size) :]
     at = tail.rfind(ZIP_EMPTY_MAGIC)
     if at < 0 or len(tail) - at < _EOCD.size:
-        raise ValidationFailed("the .npz archive is truncated or not a ZIP archive")
+        raise ValidationFailed(
+            "the .npz archive is damaged or truncated (its ZIP directory is missing)"
+        )
     fields = _EOCD.unpack(tail[at : at + _EOCD.size])
     total = int(fields[4])
     return total
