@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from market import audit
+from market import audit, failpoints
 from market.catalog.models import Dataset, DatasetFormat
 from market.costing import Money, measure, price_run
 from market.db import utcnow
@@ -112,7 +112,9 @@ def _train_and_deliver(market: Services, claimed: Claimed, keeper: LeaseKeeper) 
     plan = RunPlan.from_dict(quote.plan)
     worker_class = settings.costing.worker_classes[request["worker_class"]]
 
+    failpoints.pause("claimed")
     lifecycle.touch_data(market, lease)
+    failpoints.pause("data_touched")
     started = time.monotonic()
     plaintext = market.worker_vault.open_plaintext(
         market.store.path(dataset.storage_name),
@@ -120,13 +122,18 @@ def _train_and_deliver(market: Services, claimed: Claimed, keeper: LeaseKeeper) 
         wrapped=wrapped,
         max_bytes=settings.catalog.max_upload_bytes,
     )
+    failpoints.pause("decrypted")
     encoded = encode(description, _read_plaintext(dataset, plaintext))
     del plaintext
-    keeper.check()
+    lifecycle.heartbeat(market, lease)  # a fenced write: stop here if the lease is gone
     prepared_s = time.monotonic() - started
 
     def report(step: int, steps: int, epsilon: float) -> None:
-        lifecycle.report_progress(market, lease, step, steps, epsilon)
+        try:
+            lifecycle.report_progress(market, lease, step, steps, epsilon)
+        except LeaseLost:
+            keeper.lost.set()
+            raise
 
     with measure(settings.costing.meter, worker_class) as meter:
         result = train_private(
@@ -152,6 +159,7 @@ def _train_and_deliver(market: Services, claimed: Claimed, keeper: LeaseKeeper) 
         extra={"run_id": lease.run_id, "dataset_id": dataset.id, "metrics": result.metrics},
     )
     model_path = _write_model(settings.models_dir, f"{lease.run_id}.safetensors", blob)
+    failpoints.pause("delivering")
     try:
         _deliver(
             market,

@@ -244,6 +244,9 @@ def _settle_failure(
         actor_id=None,
         data={"code": code, "message": message[:1000], "charged": touched},
     )
+    # A model a lost worker wrote but never delivered does not stay behind (where the
+    # models folder is this machine's; elsewhere that worker removes it itself).
+    (market.settings.models_dir / f"{run.id}.safetensors").unlink(missing_ok=True)
     run.status = RunStatus.FAILED
     run.phase = RunPhase.FAILED
     run.error_code = code
