@@ -64,7 +64,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from privacy.accounting import ACCOUNTANTS, RDP_ORDERS, compose_epsilon
 from privacy.errors import AccountingError, PlanError, TrainingCancelled, TrainingError
+from privacy.relation import NEIGHBOURING_RELATION
 from privacy.release import gaussian_noise_multiplier, gaussian_release
+
+__all__ = ["NEIGHBOURING_RELATION", "RunPlan", "TrainingResult", "plan_run", "train_private"]
 
 #: A plan is refused when the per-step noise standard deviation (z * C) exceeds this
 #: multiple of the largest possible clipped signal of an expected batch (B * C), i.e.
@@ -79,8 +82,7 @@ LOSS_BOUND = 4.0
 METRICS = ("accuracy", "loss", "holdout_rows")
 #: The label a held-out row carries in the training tensor: its loss and gradient are zero.
 IGNORE_LABEL = -1
-#: The neighbouring relation every guarantee of this module is stated for.
-NEIGHBOURING_RELATION = "add_remove_one"
+
 #: In hooks mode every physical batch materialises per-sample gradients (batch x params
 #: floats). Above glibc's dynamic mmap threshold (32 MiB at most) each step maps and
 #: unmaps that buffer, and training becomes page-fault bound (DESIGN.md section 7).

@@ -14,6 +14,7 @@ from market.api.schemas import COMMON_ERRORS
 from market.extensions import csrf
 from market.services import services
 from market.trading import ledgers
+from privacy.relation import NEIGHBOURING_RELATION
 
 api = APIBlueprint(
     "ledger_api",
@@ -34,6 +35,9 @@ class PrivacyLedgerOut(BaseModel):
     epsilon_total: float
     delta: float
     accountant: str
+    neighbouring_relation: str = Field(
+        description="add_remove_one: neighbours differ by one row added or removed"
+    )
     releases: list[dict[str, Any]]
 
 
@@ -68,6 +72,7 @@ def privacy_ledger(query: PrivacyLedgerQuery):
         epsilon_total=dataset.epsilon_total,
         delta=dataset.delta,
         accountant=market.settings.trading.accountant,
+        neighbouring_relation=NEIGHBOURING_RELATION,
         releases=rows,
     )
     return out.model_dump(mode="json")
