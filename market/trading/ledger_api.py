@@ -36,7 +36,8 @@ class PrivacyLedgerOut(BaseModel):
     delta: float
     accountant: str
     neighbouring_relation: str = Field(
-        description="add_remove_one: neighbours differ by one row added or removed"
+        default=NEIGHBOURING_RELATION,
+        description="add_remove_one: neighbours differ by one row added or removed",
     )
     releases: list[dict[str, Any]]
 
