@@ -45,10 +45,10 @@ csrf.exempt(api)
 @api_login_required(Role.RESEARCHER)
 def create_quote(body: QuoteRequest):
     market = services()
-    with market.database.write() as session:
-        quote = trading.create_quote(
-            session, actor=caller(), request=body, settings=market.settings
-        )
+    quote = trading.store_quote(
+        market.database, actor=caller(), request=body, settings=market.settings
+    )
+    with market.database.read() as session:
         dataset = session.get(Dataset, quote.dataset_id)
         assert dataset is not None
         out = quote_public(quote, epsilon_total=dataset.epsilon_total)

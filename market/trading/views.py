@@ -95,10 +95,9 @@ def ask_quote(dataset_id: str) -> Response | tuple[str, int]:
     if form.validate_on_submit():
         try:
             quote_request = form.to_request()
-            with market.database.write() as session:
-                quote = trading.create_quote(
-                    session, actor=_user(), request=quote_request, settings=market.settings
-                )
+            quote = trading.store_quote(
+                market.database, actor=_user(), request=quote_request, settings=market.settings
+            )
             return redirect(url_for("trading.quote_page", quote_id=quote.id), code=303)
         except SpecInvalid as exc:
             errors.append(str(exc))
