@@ -1,6 +1,6 @@
 """The ``market`` command.
 
-Exit codes (../shared/API.md): 0 success, 1 the operation failed, 2 bad usage. Errors go to
+Exit codes (docs/api.md): 0 success, 1 the operation failed, 2 bad usage. Errors go to
 stderr as one readable sentence, never a traceback.
 """
 
