@@ -1,6 +1,6 @@
 """``market audit``: export the log, keep a checkpoint, verify an export offline.
 
-Exit codes (../shared/API.md): 0 verified / done, 1 the log failed verification or the
+Exit codes (docs/api.md): 0 verified / done, 1 the log failed verification or the
 operation failed (one sentence on stderr naming the first bad entry or checkpoint), 2 bad
 usage (click's own, or an unreadable public key or checkpoint file).
 
