@@ -1,4 +1,4 @@
-"""A Python client for the marketplace's HTTP API (../shared/API.md), on httpx.
+"""A Python client for the marketplace's HTTP API (docs/api.md), on httpx.
 
 Researchers script the whole loop with it: find a dataset, get a quote, buy the run, watch
 it train, and load the delivered model as a ready ``torch.nn.Module``::
@@ -378,7 +378,7 @@ class MarketClient:
         return result
 
     def create_dataset(self, metadata: dict[str, Any]) -> dict[str, Any]:
-        """Owners: create a listing draft from metadata (../shared/API.md)."""
+        """Owners: create a listing draft from metadata (docs/api.md)."""
         result: dict[str, Any] = self.post_json("/datasets", metadata)
         return result
 
