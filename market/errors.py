@@ -1,7 +1,7 @@
 """One exception hierarchy for the marketplace, rendered by one handler (market.web.errors).
 
 Services raise these; they never raise HTTP exceptions. Each class carries a stable
-snake_case ``code`` (part of the public contract, ../shared/API.md) and the HTTP status the
+snake_case ``code`` (part of the public contract, docs/api.md) and the HTTP status the
 handler uses::
 
     MarketError (500 internal_error)
@@ -42,7 +42,7 @@ class MarketError(Exception):
         self.details = details or {}
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON error shape of ../shared/API.md."""
+        """The JSON error shape of docs/api.md."""
         return {"error": {"code": self.code, "message": self.message, "details": self.details}}
 
 
