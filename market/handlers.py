@@ -1,4 +1,4 @@
-"""The one error handler: every failure becomes the JSON shape of API.md or an HTML page.
+"""The one error handler: every failure becomes the JSON shape of docs/api.md or an HTML page.
 
 JSON goes to API paths and to clients that prefer it; people get a page. Tracebacks are
 logged, never shown. Database failures go through ``market.errors.database_failure``: the
