@@ -1,4 +1,4 @@
-"""Rows -> public JSON shapes of API.md (quotes and runs)."""
+"""Rows -> public JSON shapes of docs/api.md (quotes and runs)."""
 
 from __future__ import annotations
 
