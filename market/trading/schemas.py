@@ -11,7 +11,7 @@ from market.trading.models import RunStatus
 
 
 class QuoteRequest(BaseModel):
-    """../shared/API.md, "Quote request"."""
+    """The quote request (docs/api.md, "Quotes and runs")."""
 
     model_config = ConfigDict(extra="forbid")
 
