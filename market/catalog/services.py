@@ -48,7 +48,7 @@ MEDIA_TYPE_OF = {
 
 
 def metadata_of(dataset: Dataset) -> dict[str, Any]:
-    """The public metadata in API.md's shape (what ``privacy.preprocessing`` reads)."""
+    """The public metadata in docs/api.md's shape (what ``privacy.preprocessing`` reads)."""
     meta: dict[str, Any] = {"format": dataset.format.value, "label": dataset.label}
     meta.update(dataset.data_schema)
     return meta
