@@ -1,6 +1,6 @@
 """What the API accepts and returns for datasets; these models also write the OpenAPI document.
 
-The metadata shape is ../shared/API.md's "Dataset metadata". Validation here is structural
+The metadata shape is docs/api.md's "Dataset metadata". Validation here is structural
 (types, sizes, ranges); the semantic check (a categorical label with two classes or more, an
 image spec the trainer understands) is ``privacy.preprocessing.describe``, called by the
 service, so the listing and the trainer can never disagree on what a schema means.
