@@ -2,7 +2,7 @@
 
 The owner's listing declares bounds for every numeric column, the category list of every
 categorical one, and for images the array shape, pixel range and class names
-(``../shared/API.md``, "Dataset metadata"). Scaling and encoding use those declared
+(``docs/api.md``, "Dataset metadata"). Scaling and encoding use those declared
 values and nothing else: no mean, std, min, max or vocabulary is ever computed from the
 private rows, because such statistics would leak outside the DP accounting.
 
