@@ -1,4 +1,4 @@
-"""The error shape of ../shared/API.md, pinned: every 4xx/5xx body looks exactly like this."""
+"""The error shape of docs/api.md, pinned: every 4xx/5xx body looks exactly like this."""
 
 from __future__ import annotations
 
