@@ -59,7 +59,7 @@ SEED_MLP: list[dict[str, Any]] = [
 ]
 
 # Public bounds the owner chooses to reveal: generous round numbers from the measurement
-# ranges of the original study, never statistics of the rows (../shared/API.md).
+# ranges of the original study, never statistics of the rows (docs/api.md).
 CANCER_BOUNDS = {
     "mean radius": (0, 40),
     "mean texture": (0, 50),
@@ -95,7 +95,7 @@ class Purchase:
     learning_rate: float
 
 
-# Tuned on this data (DESIGN.md 7: the learning rate matters more than the noise): the MLP
+# Tuned on this data (docs/pitfalls.md: the learning rate matters more than the noise): the MLP
 # reaches ~0.88 held-back accuracy at epsilon 2, the logistic regression ~0.9 at epsilon 1.
 PURCHASES = (
     Purchase("digits", "seed MLP on digits", SEED_MLP, 2.0, 15, 64, 0.01),
@@ -427,7 +427,7 @@ def run_demo(
     from market import create_app
 
     # Opacus warns on every run that its secure RNG is off; it cannot be turned on here
-    # (torchcsprng does not install with current torch, DESIGN.md 7), so the warning would
+    # (torchcsprng does not install with current torch, docs/pitfalls.md), so the warning would
     # only bury the receipts.
     warnings.filterwarnings("ignore", message="Secure RNG turned off", category=UserWarning)
     app = create_app(settings)
