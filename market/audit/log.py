@@ -1,7 +1,7 @@
 """The append-only log as a service: append in the caller's transaction, sign checkpoints,
 prove inclusion and consistency, export.
 
-Every function takes the caller's session and never commits (DESIGN.md section 6.6): an
+Every function takes the caller's session and never commits (docs/architecture.md, conventions): an
 audit entry is written in the same transaction as the change it records, so either both
 are in the database or neither is. A crash between them is impossible by construction.
 
