@@ -1,4 +1,4 @@
-"""The append-only, signed audit log (issue 7).
+"""The append-only, signed audit log (docs/operations.md says how auditors use it).
 
 Every state change of the marketplace is appended, in the same transaction as the change,
 as a canonical JSON entry; the entries are the leaves of an RFC 6962 Merkle tree whose root
