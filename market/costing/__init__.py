@@ -1,4 +1,4 @@
-"""The sustainability meter and the price model (issue 6), free of Flask and the database.
+"""The sustainability meter and the price model (docs/costs.md), free of Flask and the database.
 
 Layers, each usable alone::
 
