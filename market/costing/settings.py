@@ -99,7 +99,7 @@ class WorkerClassSettings(_Section):
         gt=0,
         description="Training throughput of the reference workload (samples/s, non-private) "
         "until a benchmark at worker start calibrates it. SOURCE: measured on this project's "
-        "CI machine (DESIGN.md section 7).",
+        "CI machine (docs/pitfalls.md).",
     )
 
     @model_validator(mode="after")
@@ -152,7 +152,7 @@ class MeterSettings(_Section):
         default="auto",
         description="'auto' picks the best available (nvml for GPUs, then rapl, then "
         "estimated); a named method is used when available, else the meter falls back and "
-        "says why. SOURCE: design choice (issue 6).",
+        "says why. SOURCE: design choice (docs/costs.md).",
     )
     sample_interval_s: float = Field(
         default=0.5,
@@ -210,7 +210,7 @@ class EstimateSettings(_Section):
 
     dp_overhead: dict[ClippingMode, float] = Field(
         description="Slow-down of DP-SGD over non-private training per clipping mode "
-        "(throughput ratio inverted). SOURCE: measured here (DESIGN.md section 7): ghost "
+        "(throughput ratio inverted). SOURCE: measured here (docs/pitfalls.md): ghost "
         "0.49x -> 2.04, per-sample hooks 0.025x -> 40.",
     )
     startup_seconds: float = Field(
