@@ -185,7 +185,7 @@ AnyModelSpec = LayersSpec | LogisticRegressionTemplate | MlpTemplate | CnnTempla
 _SPEC_ADAPTER: TypeAdapter[AnyModelSpec] = TypeAdapter(ModelSpec)
 
 #: Hyper-parameters that published DP recipes use for each template. A flat learning
-#: rate of 1e-3 stalls DP models on tabular data (DESIGN.md section 7: Adult stuck at
+#: rate of 1e-3 stalls DP models on tabular data (docs/pitfalls.md: Adult stuck at
 #: 0.79 with 1e-3, 0.85 with 1e-2), so the defaults are deliberately larger.
 TEMPLATE_DEFAULTS: dict[str, dict[str, Any]] = {
     "logistic_regression": {
