@@ -173,7 +173,7 @@ def test_tiny_epsilon_is_clearly_worse_than_non_private(digits, seed_model_spec)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     x, y = torch.from_numpy(digits.x), torch.from_numpy(digits.y)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads collapse on a busy 2-core machine (DESIGN.md 7)
+    torch.set_num_threads(1)  # two threads collapse on a busy 2-core machine (docs/pitfalls.md)
     try:
         for _ in range(10):
             for idx in torch.randperm(len(y)).split(64):
