@@ -63,7 +63,7 @@ def test_cnn_template_is_tramer_boneh_on_mnist():
 def test_template_defaults_carry_tuned_learning_rates():
     for spec in ({"template": "logistic_regression"}, {"template": "mlp"}):
         defaults = template_defaults(parse_model_spec(spec))
-        # DESIGN.md section 7: 1e-3 stalls DP models on tabular data.
+        # docs/pitfalls.md: 1e-3 stalls DP models on tabular data.
         assert defaults["learning_rate"] >= 1e-2
     assert set(template_defaults(parse_model_spec({"template": "cnn"}))) >= {
         "learning_rate",
