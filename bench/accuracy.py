@@ -405,7 +405,7 @@ def main() -> int:
 
     import torch
 
-    torch.set_num_threads(1)  # the worker's setting (DESIGN.md section 7)
+    torch.set_num_threads(1)  # the worker's setting (docs/pitfalls.md)
     folder, present = data_dir(args.data)
     sets = {
         "image": image_data(folder, present, args.mnist_rows),
