@@ -1,8 +1,8 @@
 """Samples per second of the seed MLP: non-private vs DP-SGD (ghost clipping, per-sample hooks).
 
 All modes train the same model (flatten, dense 128 ReLU, dropout 0.2, dense 10) on the same
-rows with the same expected batch size and one torch thread (the worker's setting, DESIGN.md
-section 7). Each mode runs in its own subprocess so that peak RSS (``ru_maxrss``) figures do
+rows with the same expected batch size and one torch thread (the worker's setting,
+docs/pitfalls.md). Each mode runs in its own subprocess so that peak RSS (``ru_maxrss``) figures do
 not mix; "baseline" is the RSS after imports and data loading, "peak" the maximum during
 training.
 
