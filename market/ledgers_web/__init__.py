@@ -1,6 +1,7 @@
-"""The auditors' and owners' pages over the ledgers (issues 6 and 7): the privacy ledger of
-each dataset, the cost ledger, the owner's dashboard, the audit log's checkpoint, and the
-cost breakdown chart on a run's receipt. Charts are matplotlib SVG, inline (``charts``)."""
+"""The auditors' and owners' pages over the ledgers (docs/costs.md, docs/privacy.md): the
+privacy ledger of each dataset, the cost ledger, the owner's dashboard, the audit log's
+checkpoint, and the cost breakdown chart on a run's receipt. Charts are matplotlib SVG,
+inline (``charts``)."""
 
 from __future__ import annotations
 
