@@ -45,8 +45,9 @@ clean:
 
 # `make bench`: every benchmark in bench/ (each alone, in turn), one summary table, the raw
 # figures in bench/results/latest.json and docs/benchmarks.md regenerated; < 30 min on 2 cores.
-# DATA holds MNIST and UCI Adult (../shared/data/README.md); without it, scikit-learn's sets.
-DATA ?= ../shared/data
+# DATA: a folder holding MNIST and UCI Adult (docs/reference-data.md lists the files); without
+# it the benchmarks say so and use scikit-learn's bundled sets. Unset: bench/run_all.py's default.
+DATA ?=
 .PHONY: bench
 bench: $(VENV)/.installed
-	$(BIN)/python bench/run_all.py --data $(DATA) --out docs/benchmarks.md
+	$(BIN)/python bench/run_all.py $(if $(DATA),--data $(DATA)) --out docs/benchmarks.md
