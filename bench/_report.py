@@ -209,7 +209,7 @@ CLOSING = {
         "most of it; a GPU worker class makes those epochs affordable."
     ),
     "adult": (
-        "A learning-rate and epoch sweep per epsilon (DESIGN.md section 7: the rate matters "
+        "A learning-rate and epoch sweep per epsilon (docs/pitfalls.md: the rate matters "
         "more than the noise on Adult) and standardised numeric features."
     ),
 }
@@ -238,7 +238,7 @@ def render(report: dict[str, Any], summary_table: str) -> str:
         "```sh",
         "make bench",
         "# which is",
-        ".venv/bin/python bench/run_all.py --data ../shared/data --out docs/benchmarks.md",
+        ".venv/bin/python bench/run_all.py [--data DIR] --out docs/benchmarks.md",
         "```",
         "",
         f"This run: `{report['command']}`, {report['total_s'] / 60:.1f} minutes"
