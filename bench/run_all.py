@@ -7,10 +7,10 @@ all of them lands in ``bench/results/latest.json``; ``--out`` rewrites the Markd
 (``docs/benchmarks.md``) with the summary table, the exact command, the machine and, per
 figure, what it means for a user and the benchmark's own table.
 
-``--data DIR`` holds MNIST and UCI Adult (see ../shared/data/README.md); when it is missing
+``--data DIR`` holds MNIST and UCI Adult (docs/reference-data.md); when it is missing
 this says so and the benchmarks fall back to scikit-learn's bundled sets. ``--smoke`` runs
 every benchmark on tiny inputs (what the smoke test does); ``--only a,b`` runs a subset.
-Run ``python bench/run_all.py --data ../shared/data --out docs/benchmarks.md`` (``make bench``).
+Run ``python bench/run_all.py --data DIR --out docs/benchmarks.md`` (``make bench``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RESULTS = BENCH / "results" / "latest.json"
 
-#: (module, the figure of issue 8 it measures, its arguments for the full run, takes --data)
+#: (module, its figure in docs/benchmarks.md, its arguments for the full run, takes --data)
 BENCHMARKS: list[tuple[str, str, list[str], bool]] = [
     ("dp_throughput", "1. DP-SGD throughput", ["--rows", "10000", "--repeat", "2"], True),
     (
