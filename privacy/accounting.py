@@ -1,6 +1,7 @@
 """The privacy ledger: every release about a dataset, composed by a real accountant.
 
-A dataset's budget is spent by *mechanisms*, each stored as a plain JSON record:
+A dataset's budget is spent by *mechanisms*, each stored as a plain JSON record (typed as
+``privacy.records.MechanismRecord``, a discriminated union on ``"mechanism"``):
 
 =========================  =====================================================
 ``subsampled_gaussian``    one DP-SGD run: ``noise_multiplier``, ``sample_rate``, ``steps``
@@ -39,13 +40,21 @@ import functools
 import json
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 import numpy as np
 from opacus.accountants import RDPAccountant
 from opacus.accountants.analysis import rdp as opacus_rdp
 
 from privacy.errors import AccountingError, BudgetExceeded
+from privacy.records import (
+    MECHANISM_FIELDS,
+    GaussianRecord,
+    LaplaceRecord,
+    MechanismRecord,
+    SubsampledGaussianRecord,
+    record_count,
+    with_count,
+)
 
 ACCOUNTANTS = ("rdp", "prv", "pld")
 
@@ -61,16 +70,14 @@ RDP_ORDERS: tuple[float, ...] = tuple(
 )
 _ORDERS = np.array(RDP_ORDERS, dtype=np.float64)
 
-Record = dict[str, Any]
-
-_KEYS = {
-    "subsampled_gaussian": (("noise_multiplier", "sample_rate"), "steps"),
-    "gaussian": (("sigma", "sensitivity"), "count"),
-    "laplace": (("scale", "sensitivity"), "count"),
-}
+#: A mechanism record (``privacy.records``); the name predates that module.
+Record = MechanismRecord
+#: Anything a record is read from: a typed record, or a dict parsed from stored JSON.
+RecordLike = Mapping[str, object]
+_KEYS = MECHANISM_FIELDS
 
 
-def _positive(record: Mapping[str, Any], field: str, *, upper: float | None = None) -> float:
+def _positive(record: RecordLike, field: str, *, upper: float | None = None) -> float:
     value = record.get(field)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise AccountingError(
@@ -85,8 +92,18 @@ def _positive(record: Mapping[str, Any], field: str, *, upper: float | None = No
     return value
 
 
-def normalize_record(record: Mapping[str, Any]) -> Record:
-    """Validate a mechanism record and return its canonical plain-dict form.
+def _counter(record: RecordLike, field: str) -> int:
+    n = record.get(field, 1)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise AccountingError(
+            f"mechanism record field '{field}' must be a positive integer",
+            details={"field": field},
+        )
+    return n
+
+
+def normalize_record(record: RecordLike) -> MechanismRecord:
+    """Validate a mechanism record and return its canonical typed form (a plain dict).
 
     Raises:
         AccountingError: unknown mechanism, missing or out-of-range field.
@@ -94,38 +111,44 @@ def normalize_record(record: Mapping[str, Any]) -> Record:
     if not isinstance(record, Mapping):
         raise AccountingError("a mechanism record must be a mapping", details={})
     mechanism = record.get("mechanism")
-    if mechanism not in _KEYS:
-        raise AccountingError(
-            f"unknown mechanism {mechanism!r}; expected one of {sorted(_KEYS)}",
-            details={"field": "mechanism"},
+    if mechanism == "subsampled_gaussian":
+        return SubsampledGaussianRecord(
+            mechanism="subsampled_gaussian",
+            noise_multiplier=_positive(record, "noise_multiplier"),
+            sample_rate=_positive(record, "sample_rate", upper=1.0),
+            steps=_counter(record, "steps"),
         )
-    params, counter = _KEYS[mechanism]
-    out: Record = {"mechanism": mechanism}
-    for field in params:
-        upper = 1.0 if field == "sample_rate" else None
-        out[field] = _positive(record, field, upper=upper)
-    n = record.get(counter, 1)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise AccountingError(
-            f"mechanism record field '{counter}' must be a positive integer",
-            details={"field": counter},
+    if mechanism == "gaussian":
+        return GaussianRecord(
+            mechanism="gaussian",
+            sigma=_positive(record, "sigma"),
+            sensitivity=_positive(record, "sensitivity"),
+            count=_counter(record, "count"),
         )
-    out[counter] = n
-    return out
+    if mechanism == "laplace":
+        return LaplaceRecord(
+            mechanism="laplace",
+            scale=_positive(record, "scale"),
+            sensitivity=_positive(record, "sensitivity"),
+            count=_counter(record, "count"),
+        )
+    raise AccountingError(
+        f"unknown mechanism {mechanism!r}; expected one of {sorted(_KEYS)}",
+        details={"field": "mechanism"},
+    )
 
 
-def _merge_key(record: Record) -> tuple[str, float, float]:
+def _merge_key(record: MechanismRecord) -> tuple[str, float, float]:
     """Records with the same key are the same mechanism: compose by adding counts.
 
     Gaussian and Laplace are keyed by their noise-to-sensitivity ratio, which is all
     the privacy analysis depends on.
     """
-    m = record["mechanism"]
-    if m == "subsampled_gaussian":
-        return (m, record["noise_multiplier"], record["sample_rate"])
-    if m == "gaussian":
-        return (m, record["sigma"] / record["sensitivity"], 1.0)
-    return (m, record["scale"] / record["sensitivity"], 1.0)
+    if record["mechanism"] == "subsampled_gaussian":
+        return ("subsampled_gaussian", record["noise_multiplier"], record["sample_rate"])
+    if record["mechanism"] == "gaussian":
+        return ("gaussian", record["sigma"] / record["sensitivity"], 1.0)
+    return ("laplace", record["scale"] / record["sensitivity"], 1.0)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -178,44 +201,43 @@ class PrivacyLedger:
         >>> ledger.fits(planned, cap_epsilon=10.0, delta=1e-5)  # doctest: +SKIP
     """
 
-    def __init__(self, records: Iterable[Mapping[str, Any]] = (), *, accountant: str = "rdp"):
+    def __init__(self, records: Iterable[RecordLike] = (), *, accountant: str = "rdp"):
         if accountant not in ACCOUNTANTS:
             raise AccountingError(
                 f"unknown accountant {accountant!r}; expected one of {list(ACCOUNTANTS)}",
                 details={"field": "accountant"},
             )
         self.accountant = accountant
-        self._merged: dict[tuple[str, float, float], Record] = {}
+        self._merged: dict[tuple[str, float, float], MechanismRecord] = {}
         self._releases = 0
         self.extend(records)
 
     # -- building -------------------------------------------------------------------
 
-    def add(self, record: Mapping[str, Any]) -> None:
+    def add(self, record: RecordLike) -> None:
         """Append one release (validated); identical mechanisms merge their counts."""
         rec = normalize_record(record)
         key = _merge_key(rec)
-        counter = _KEYS[rec["mechanism"]][1]
-        if key in self._merged:
-            self._merged[key][counter] += rec[counter]
-        else:
-            self._merged[key] = rec
+        merged = self._merged.get(key)
+        if merged is not None:
+            rec = with_count(merged, record_count(merged) + record_count(rec))
+        self._merged[key] = rec
         self._releases += 1
 
-    def extend(self, records: Iterable[Mapping[str, Any]]) -> None:
+    def extend(self, records: Iterable[RecordLike]) -> None:
         for record in records:
             self.add(record)
 
     def copy(self) -> PrivacyLedger:
         other = PrivacyLedger(accountant=self.accountant)
-        other._merged = {k: dict(v) for k, v in self._merged.items()}
+        other._merged = dict(self._merged)  # records are never mutated in place
         other._releases = self._releases
         return other
 
     @property
-    def records(self) -> list[Record]:
+    def records(self) -> list[MechanismRecord]:
         """The merged records, as plain JSON-serialisable dicts."""
-        return [dict(r) for r in self._merged.values()]
+        return [with_count(r, record_count(r)) for r in self._merged.values()]
 
     @property
     def releases(self) -> int:
@@ -239,20 +261,18 @@ class PrivacyLedger:
         """The epsilon spent so far at ``delta`` (0.0 for an empty ledger)."""
         return _compose(list(self._merged.values()), accountant=self.accountant, delta=delta)
 
-    def epsilon_with(self, planned: Iterable[Mapping[str, Any]], *, delta: float) -> float:
+    def epsilon_with(self, planned: Iterable[RecordLike], *, delta: float) -> float:
         """The epsilon the ledger would reach after the planned releases."""
         trial = self.copy()
         trial.extend(planned)
         return trial.epsilon(delta=delta)
 
-    def fits(
-        self, planned: Iterable[Mapping[str, Any]], *, cap_epsilon: float, delta: float
-    ) -> bool:
+    def fits(self, planned: Iterable[RecordLike], *, cap_epsilon: float, delta: float) -> bool:
         """Whether the ledger plus ``planned`` stays within ``cap_epsilon`` at ``delta``."""
         return self.epsilon_with(planned, delta=delta) <= cap_epsilon
 
     def require_fit(
-        self, planned: Iterable[Mapping[str, Any]], *, cap_epsilon: float, delta: float
+        self, planned: Iterable[RecordLike], *, cap_epsilon: float, delta: float
     ) -> float:
         """Like ``fits`` but raises ``BudgetExceeded``; returns the epsilon after the plan."""
         after = self.epsilon_with(planned, delta=delta)
@@ -277,13 +297,13 @@ class PrivacyLedger:
 
 
 def compose_epsilon(
-    records: Iterable[Mapping[str, Any]], *, delta: float, accountant: str = "rdp"
+    records: Iterable[RecordLike], *, delta: float, accountant: str = "rdp"
 ) -> float:
     """Epsilon of a list of records composed together (a one-shot ledger)."""
     return PrivacyLedger(records, accountant=accountant).epsilon(delta=delta)
 
 
-def _compose(records: list[Record], *, accountant: str, delta: float) -> float:
+def _compose(records: list[MechanismRecord], *, accountant: str, delta: float) -> float:
     delta = _check_delta(delta)
     if not records:
         return 0.0
@@ -294,11 +314,10 @@ def _compose(records: list[Record], *, accountant: str, delta: float) -> float:
     return _pld_epsilon(records, delta)
 
 
-def _rdp_epsilon(records: list[Record], delta: float) -> float:
+def _rdp_epsilon(records: list[MechanismRecord], delta: float) -> float:
     total = np.zeros_like(_ORDERS)
     for rec in records:
-        counter = _KEYS[rec["mechanism"]][1]
-        total = total + rec[counter] * _rdp_curve(_merge_key(rec))
+        total = total + record_count(rec) * _rdp_curve(_merge_key(rec))
     with np.errstate(invalid="ignore"):
         eps, _ = opacus_rdp.get_privacy_spent(orders=list(RDP_ORDERS), rdp=total, delta=delta)
     return float(eps)
@@ -316,14 +335,14 @@ class LaplacePRV:
     def __init__(self, epsilon: float) -> None:
         self.epsilon = epsilon
 
-    def cdf(self, t: Any) -> np.ndarray:
+    def cdf(self, t: float | np.ndarray) -> np.ndarray:
         t = np.asarray(t, dtype=np.float64)
         eps = self.epsilon
         inside = 0.5 * np.exp(np.minimum(t - eps, 0.0) / 2)
         return np.where(t < -eps, 0.0, np.where(t < eps, inside, 1.0))
 
 
-def _prv_epsilon(records: list[Record], delta: float, eps_error: float = 0.01) -> float:
+def _prv_epsilon(records: list[MechanismRecord], delta: float, eps_error: float = 0.01) -> float:
     """Gopi et al. (2021) numerical composition with Opacus's PRV building blocks.
 
     Same recipe as Opacus's ``PRVAccountant`` (domain from an RDP bound, truncation,
@@ -339,22 +358,21 @@ def _prv_epsilon(records: list[Record], delta: float, eps_error: float = 0.01) -
     )
 
     delta_error = delta / 1000
-    prvs: list[Any] = []
+    prvs: list[PoissonSubsampledGaussianPRV | LaplacePRV] = []
     counts: list[int] = []
     for rec in records:
-        mechanism = rec["mechanism"]
-        if mechanism == "subsampled_gaussian":
+        if rec["mechanism"] == "subsampled_gaussian":
             prvs.append(PoissonSubsampledGaussianPRV(rec["sample_rate"], rec["noise_multiplier"]))
-        elif mechanism == "gaussian":
+        elif rec["mechanism"] == "gaussian":
             prvs.append(PoissonSubsampledGaussianPRV(1.0, rec["sigma"] / rec["sensitivity"]))
         else:
             prvs.append(LaplacePRV(rec["sensitivity"] / rec["scale"]))
-        counts.append(rec[_KEYS[mechanism][1]])
+        counts.append(record_count(rec))
     total = sum(counts)
     # Safe truncation (Gopi et al., remark 5.6, as in Opacus's compute_safe_domain_size).
     bound = _rdp_epsilon(records, delta_error / 4)
     for rec in records:
-        single = {**rec, _KEYS[rec["mechanism"]][1]: 1}
+        single = with_count(rec, 1)
         bound = max(bound, _rdp_epsilon([single], delta_error / (8 * total)))
     bound = max(bound, eps_error) + 3
     mesh = eps_error / math.sqrt(total * math.log(12 / delta_error) / 2)
@@ -369,7 +387,7 @@ def _prv_epsilon(records: list[Record], delta: float, eps_error: float = 0.01) -
     return float(upper)
 
 
-def _pld_epsilon(records: list[Record], delta: float) -> float:
+def _pld_epsilon(records: list[MechanismRecord], delta: float) -> float:
     try:
         import dp_accounting
     except ImportError:  # pragma: no cover - depends on the environment
@@ -379,17 +397,14 @@ def _pld_epsilon(records: list[Record], delta: float) -> float:
         ) from None
     acc = dp_accounting.pld.PLDAccountant()
     for rec in records:
-        event: Any
+        event: object
         if rec["mechanism"] == "subsampled_gaussian":
             event = dp_accounting.PoissonSampledDpEvent(
                 rec["sample_rate"], dp_accounting.GaussianDpEvent(rec["noise_multiplier"])
             )
-            count = rec["steps"]
         elif rec["mechanism"] == "gaussian":
             event = dp_accounting.GaussianDpEvent(rec["sigma"] / rec["sensitivity"])
-            count = rec["count"]
         else:
             event = dp_accounting.LaplaceDpEvent(rec["scale"] / rec["sensitivity"])
-            count = rec["count"]
-        acc.compose(event, count)
+        acc.compose(event, record_count(rec))
     return float(acc.get_epsilon(delta))

@@ -26,12 +26,12 @@ against current torch, and this module shares that limitation.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
 from privacy.errors import AccountingError
+from privacy.records import GaussianRecord, LaplaceRecord
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Release:
     """A noisy value and the mechanism record that paid for it."""
 
     value: float
-    record: dict[str, Any] = field(default_factory=dict)
+    record: GaussianRecord | LaplaceRecord
 
 
 def _check(name: str, value: float) -> float:
@@ -73,7 +73,8 @@ def gaussian_release(
     sigma = z * sensitivity
     noisy = float(value) + float(_rng(rng).normal(0.0, sigma))
     return Release(
-        noisy, {"mechanism": "gaussian", "sigma": sigma, "sensitivity": sensitivity, "count": 1}
+        noisy,
+        GaussianRecord(mechanism="gaussian", sigma=sigma, sensitivity=sensitivity, count=1),
     )
 
 
@@ -95,7 +96,8 @@ def laplace_release(
     scale = sensitivity / epsilon
     noisy = float(value) + float(_rng(rng).laplace(0.0, scale))
     return Release(
-        noisy, {"mechanism": "laplace", "scale": scale, "sensitivity": sensitivity, "count": 1}
+        noisy,
+        LaplaceRecord(mechanism="laplace", scale=scale, sensitivity=sensitivity, count=1),
     )
 
 
@@ -112,7 +114,7 @@ def gaussian_noise_multiplier(
         raise AccountingError("releases must be at least 1", details={"field": "releases"})
 
     def eps_at(z: float) -> float:
-        record = {"mechanism": "gaussian", "sigma": z, "sensitivity": 1.0, "count": releases}
+        record = GaussianRecord(mechanism="gaussian", sigma=z, sensitivity=1.0, count=releases)
         return compose_epsilon([record], delta=delta, accountant=accountant)
 
     lo, hi = 1e-3, 1.0

@@ -64,6 +64,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from privacy.accounting import ACCOUNTANTS, RDP_ORDERS, compose_epsilon
 from privacy.errors import AccountingError, PlanError, TrainingCancelled, TrainingError
+from privacy.records import GaussianRecord, MechanismRecord, SubsampledGaussianRecord
 from privacy.relation import NEIGHBOURING_RELATION
 from privacy.release import gaussian_noise_multiplier, gaussian_release
 
@@ -122,34 +123,30 @@ class RunPlan:
     loss_bound: float = LOSS_BOUND
     metrics: tuple[str, ...] = field(default=METRICS)
 
-    def training_record(self, steps: int | None = None) -> dict[str, Any]:
-        return {
-            "mechanism": "subsampled_gaussian",
-            "noise_multiplier": self.noise_multiplier,
-            "sample_rate": self.sample_rate,
-            "steps": self.steps if steps is None else steps,
-        }
+    def training_record(self, steps: int | None = None) -> SubsampledGaussianRecord:
+        return SubsampledGaussianRecord(
+            mechanism="subsampled_gaussian",
+            noise_multiplier=self.noise_multiplier,
+            sample_rate=self.sample_rate,
+            steps=self.steps if steps is None else steps,
+        )
 
-    def metric_records(self) -> list[dict[str, Any]]:
+    def metric_records(self) -> list[GaussianRecord]:
         if self.metrics_noise_multiplier is None:
             return []
         z = self.metrics_noise_multiplier
+        bound = self.loss_bound
         records = [
-            {"mechanism": "gaussian", "sigma": z * 1.0, "sensitivity": 1.0, "count": 1},
-            {
-                "mechanism": "gaussian",
-                "sigma": z * self.loss_bound,
-                "sensitivity": self.loss_bound,
-                "count": 1,
-            },
+            GaussianRecord(mechanism="gaussian", sigma=z * 1.0, sensitivity=1.0, count=1),
+            GaussianRecord(mechanism="gaussian", sigma=z * bound, sensitivity=bound, count=1),
         ]
         if "holdout_rows" in self.metrics:
             records.append(
-                {"mechanism": "gaussian", "sigma": z * 1.0, "sensitivity": 1.0, "count": 1}
+                GaussianRecord(mechanism="gaussian", sigma=z * 1.0, sensitivity=1.0, count=1)
             )
         return records
 
-    def records(self) -> list[dict[str, Any]]:
+    def records(self) -> list[MechanismRecord]:
         """Every mechanism the run will release: DP-SGD steps, then the metrics."""
         return [self.training_record(), *self.metric_records()]
 
@@ -264,7 +261,7 @@ def plan_run(
     steps = epochs * steps_per_epoch
 
     metrics_z: float | None = None
-    metric_records: list[dict[str, Any]] = []
+    metric_records: list[MechanismRecord] = []
     if with_metrics:
         try:
             metrics_z = gaussian_noise_multiplier(
@@ -280,16 +277,18 @@ def plan_run(
                 "metrics_fraction",
             ) from None
         metric_records = [
-            {"mechanism": "gaussian", "sigma": metrics_z, "sensitivity": 1.0, "count": len(METRICS)}
+            GaussianRecord(
+                mechanism="gaussian", sigma=metrics_z, sensitivity=1.0, count=len(METRICS)
+            )
         ]
 
     def total(z: float) -> float:
-        record = {
-            "mechanism": "subsampled_gaussian",
-            "noise_multiplier": z,
-            "sample_rate": sample_rate,
-            "steps": steps,
-        }
+        record = SubsampledGaussianRecord(
+            mechanism="subsampled_gaussian",
+            noise_multiplier=z,
+            sample_rate=sample_rate,
+            steps=steps,
+        )
         return compose_epsilon([record, *metric_records], delta=delta, accountant=accountant)
 
     z = _calibrate(total, target=epsilon)
@@ -303,12 +302,9 @@ def plan_run(
             noise_multiplier=z,
             expected_batch_size=expected_batch,
         )
-    training_only = {
-        "mechanism": "subsampled_gaussian",
-        "noise_multiplier": z,
-        "sample_rate": sample_rate,
-        "steps": steps,
-    }
+    training_only = SubsampledGaussianRecord(
+        mechanism="subsampled_gaussian", noise_multiplier=z, sample_rate=sample_rate, steps=steps
+    )
     return RunPlan(
         rows=rows,
         train_rows=train_rows,
@@ -376,7 +372,7 @@ class TrainingResult:
     """
 
     state_dict: dict[str, torch.Tensor]
-    records: list[dict[str, Any]]
+    records: list[MechanismRecord]
     metrics: dict[str, float]
     steps: int
     epsilon: float
@@ -697,7 +693,7 @@ def _train(
     inner.eval()
     state = {k: v.detach().clone() for k, v in inner.state_dict().items()}
     eval_started = time.perf_counter()
-    records = [plan.training_record(steps)]
+    records: list[MechanismRecord] = [plan.training_record(steps)]
     metrics: dict[str, float] = {}
     if plan.metrics_noise_multiplier is not None:
         metrics, metric_records = _release_metrics(
@@ -802,7 +798,7 @@ def _privatize(
 
 def _release_metrics(
     module: nn.Module, x: torch.Tensor, y: torch.Tensor, *, plan: RunPlan
-) -> tuple[dict[str, float], list[dict[str, Any]]]:
+) -> tuple[dict[str, float], list[MechanismRecord]]:
     """Noisy accuracy, loss and held-out count, each through ``privacy.release``.
 
     The exact count of correct predictions, the exact sum of clipped losses and the exact

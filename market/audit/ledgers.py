@@ -39,6 +39,7 @@ from market.costing.settings import CostingSettings, RegionSettings, WorkerClass
 
 if TYPE_CHECKING:
     from market.audit.verify import VerifyReport
+    from privacy.records import MechanismRecord
 
 PRIVACY_KINDS = frozenset({"privacy.reserved", "privacy.spent", "privacy.released"})
 COST_KIND = "cost.receipt"
@@ -192,7 +193,7 @@ def privacy_entry_data(
     dataset_id: str,
     release_id: int | str,
     run_id: str | None,
-    records: list[dict[str, Any]],
+    records: list[MechanismRecord],
     delta: float,
     epsilon_after: float,
     epsilon_total: float,

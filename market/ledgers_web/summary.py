@@ -8,6 +8,7 @@ a chart.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -21,6 +22,7 @@ from market.errors import PermissionDenied
 from market.trading import ledgers
 from market.trading.budget import COUNTED
 from market.trading.models import PrivacyRelease
+from privacy.records import MechanismRecord
 
 # The API's CSV columns for the privacy ledger (market.trading.ledger_api).
 PRIVACY_CSV_COLUMNS = [
@@ -56,28 +58,27 @@ def decimal(value: Any) -> Decimal:
 # --- privacy ledger --------------------------------------------------------------------
 
 
-def mechanism_summary(records: list[dict[str, Any]]) -> list[str]:
+def mechanism_summary(records: Sequence[MechanismRecord]) -> list[str]:
     """One readable line per accounted mechanism of a release."""
     lines = []
     for record in records:
-        kind = record.get("mechanism")
-        if kind == "subsampled_gaussian":
+        if record["mechanism"] == "subsampled_gaussian":
             lines.append(
-                f"DP-SGD: noise multiplier {record.get('noise_multiplier', 0):.4g}, "
-                f"sample rate {record.get('sample_rate', 0):.4g}, {record.get('steps')} steps"
+                f"DP-SGD: noise multiplier {record['noise_multiplier']:.4g}, "
+                f"sample rate {record['sample_rate']:.4g}, {record['steps']} steps"
             )
-        elif kind == "gaussian":
+        elif record["mechanism"] == "gaussian":
             lines.append(
-                f"Gaussian: σ {record.get('sigma', 0):.4g}, sensitivity "
-                f"{record.get('sensitivity', 0):.4g}, × {record.get('count', 1)}"
+                f"Gaussian: σ {record['sigma']:.4g}, sensitivity "
+                f"{record['sensitivity']:.4g}, × {record['count']}"
             )
-        elif kind == "laplace":
+        elif record["mechanism"] == "laplace":
             lines.append(
-                f"Laplace: scale {record.get('scale', 0):.4g}, sensitivity "
-                f"{record.get('sensitivity', 0):.4g}, × {record.get('count', 1)}"
+                f"Laplace: scale {record['scale']:.4g}, sensitivity "
+                f"{record['sensitivity']:.4g}, × {record['count']}"
             )
-        else:
-            lines.append(str(kind))
+        else:  # not a known mechanism: a row written by something else, shown as is
+            lines.append(str(record.get("mechanism")))
     return lines
 
 

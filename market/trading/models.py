@@ -17,6 +17,7 @@ from sqlmodel import Field, SQLModel
 
 from market.catalog.models import str_enum
 from market.db import UTCDateTime, utcnow
+from privacy.records import MechanismRecord
 
 
 class RunStatus(StrEnum):
@@ -103,8 +104,8 @@ class PrivacyRelease(SQLModel, table=True):
     dataset_id: str = Field(foreign_key="datasets.id", index=True)
     run_id: str | None = Field(default=None, foreign_key="runs.id", index=True)
     state: ReleaseState = Field(sa_type=str_enum(ReleaseState), index=True)
-    # privacy.accounting mechanism records (subsampled Gaussian, Gaussian, Laplace).
-    records: list[dict[str, Any]] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    # privacy.records mechanism records (subsampled Gaussian, Gaussian, Laplace).
+    records: list[MechanismRecord] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
     epsilon: float  # this release's own epsilon at the dataset's delta (for reading only)
     epsilon_after: float  # the dataset's composed epsilon once this release counts
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

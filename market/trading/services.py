@@ -28,6 +28,7 @@ from market.trading.models import PrivacyRelease, Quote, ReleaseState, Run, RunS
 from market.trading.schemas import QuoteRequest
 from privacy.errors import PlanError, SpecError
 from privacy.preprocessing import for_model, input_shape, num_classes, vocabulary
+from privacy.records import MechanismRecord
 
 if TYPE_CHECKING:
     from privacy.training import RunPlan
@@ -363,7 +364,7 @@ def settle_release(
     *,
     run: Run,
     state: ReleaseState,
-    records: list[dict[str, Any]] | None,
+    records: list[MechanismRecord] | None,
     accountant: str,
 ) -> PrivacyRelease | None:
     """Turn the run's reservation into a spend (with what was released) or release it.
