@@ -5,6 +5,12 @@ and on PostgreSQL. PostgreSQL is the server at MARKET_TEST_POSTGRES_URL (default
 one at 127.0.0.1:5432, database ``postgres``); each test session creates its own database
 there and drops it afterwards. Where no server answers, those tests are skipped with the
 reason; with MARKET_TEST_REQUIRE_SERVICES=1 (CI) they fail instead.
+
+Parallel runs (``make test`` uses pytest-xdist): each worker process is its own test
+session, so it creates its own PostgreSQL database (named after the worker), its own SQLite
+template and tmp_path folders, and uses its own Redis database (``REDIS_URL``: the database
+number of MARKET_TEST_REDIS_URL minus the worker's index). Served instances bind port 0 or a
+free port, never a fixed one.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import sqlalchemy as sa
@@ -33,6 +40,26 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "MARKET_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 REQUIRE_SERVICES = os.environ.get("MARKET_TEST_REQUIRE_SERVICES") == "1"
+#: This process's pytest-xdist worker ("gw0", "gw1", ...), or "main" when run without -n.
+WORKER_ID = os.environ.get("PYTEST_XDIST_WORKER", "main")
+WORKER_INDEX = int(WORKER_ID[2:]) if WORKER_ID[:2] == "gw" and WORKER_ID[2:].isdigit() else 0
+#: A Redis server has 16 databases (0-15) by default.
+REDIS_DATABASES = 16
+
+
+def worker_redis_url(base: str, index: int) -> str:
+    """``base`` with its database number lowered by ``index`` (modulo 16), so that workers
+    flushing "their" database never flush another's."""
+    url = urlsplit(base)
+    path = url.path.strip("/")
+    db = int(path) if path.isdigit() else 0
+    return urlunsplit(url._replace(path=f"/{(db - index) % REDIS_DATABASES}"))
+
+
+#: This worker's Redis database: tests flush it, so no two workers may share one.
+REDIS_URL = worker_redis_url(
+    os.environ.get("MARKET_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"), WORKER_INDEX
+)
 TEST_PASSWORD = "correct horse battery staple"
 # The OWASP floor: the fastest parameters the settings accept, so tests stay quick.
 FAST_ARGON2 = {"argon2_memory_kib": 19456, "argon2_time_cost": 2, "argon2_parallelism": 1}
@@ -51,9 +78,9 @@ def _with_database(url: str, name: str) -> str:
 
 @pytest.fixture(scope="session")
 def postgres_server_url() -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database for this test session."""
+    """A fresh, migrated PostgreSQL database for this test session (one per xdist worker)."""
     admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"market_test_{uuid.uuid4().hex[:12]}"
+    name = f"market_test_{WORKER_ID}_{uuid.uuid4().hex[:12]}"
     try:
         with admin.connect() as connection:
             connection.exec_driver_sql(f'CREATE DATABASE "{name}"')

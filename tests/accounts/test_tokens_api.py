@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 import pytest
@@ -157,9 +156,9 @@ def test_login_limit_is_shared_across_processes_through_redis(tmp_path, sqlite_u
     import redis
 
     from market import create_app
-    from tests.conftest import app_overrides, service_unavailable
+    from tests.conftest import REDIS_URL, app_overrides, service_unavailable
 
-    url = os.environ.get("MARKET_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    url = REDIS_URL  # this xdist worker's own database
     try:
         redis.Redis.from_url(url).flushdb()
     except redis.exceptions.ConnectionError as exc:

@@ -17,10 +17,9 @@ from sqlmodel import select
 from market import create_app
 from market.trading.models import PrivacyRelease, ReleaseState, Run
 from privacy.vault import init_keydir
-from tests.conftest import app_overrides, service_unavailable
+from tests.conftest import REDIS_URL, app_overrides, service_unavailable
 from tests.trading.conftest import quote_body
 
-REDIS_URL = os.environ.get("MARKET_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 # Waits are for a condition; the deadline only stops a hung test. Generous, because a worker
 # start imports torch and calibrates, which takes minutes on a busy 2-core machine.
 WAIT_S = 600.0
