@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -55,18 +56,76 @@ def gpu_worker() -> WorkerClassSettings:
     return make_worker(kind="gpu", resources=1, server_resources=8, gpus=1, gpu_tdp_w=400.0)
 
 
-def test_this_machine_has_no_nvml_and_says_so() -> None:
+def _nvml_library_loads() -> bool:
+    """Whether NVIDIA's driver library is here, found without the code under test."""
     try:
-        module = load_nvml()
-    except NvmlUnavailable:
-        return  # nvidia-ml-py absent: the reason is the message
-    try:
-        reader = NvmlReader(module)
-    except NvmlUnavailable as exc:
-        assert str(exc)  # no libnvidia-ml, or no device: a reason is given
-    else:  # pragma: no cover - only on a machine with a GPU
-        reader.close()
-        pytest.skip("this machine has an NVIDIA GPU; the fallback is tested with fakes below")
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return False
+    return True
+
+
+HAS_NVML = _nvml_library_loads()
+without_nvml = pytest.mark.skipif(
+    HAS_NVML,
+    reason="libnvidia-ml.so.1 loads here: the fallback is tested with fakes, the counters "
+    "by test_real_nvml_measures_this_machines_gpus",
+)
+with_nvml = pytest.mark.skipif(
+    not HAS_NVML,
+    reason="no NVIDIA driver here (libnvidia-ml.so.1 does not load): the counters are tested "
+    "with FakeNvml, the real binding by the fallback tests",
+)
+NO_LIBRARY = "NVML: NVML Shared Library Not Found"
+
+
+def test_the_binding_is_installed() -> None:
+    """nvidia-ml-py is a dependency: only the driver may be missing, never the binding."""
+    module = load_nvml()
+    assert module.__name__ == "pynvml"
+    assert callable(module.nvmlDeviceGetTotalEnergyConsumption)
+
+
+@without_nvml
+def test_without_the_driver_the_real_reader_is_unavailable_with_the_reason() -> None:
+    with pytest.raises(NvmlUnavailable) as raised:
+        NvmlReader(load_nvml())
+    assert str(raised.value) == NO_LIBRARY
+    assert type(raised.value.__cause__).__name__ == "NVMLError_LibraryNotFound"
+
+
+@without_nvml
+def test_real_loader_on_this_machine_falls_back_to_the_estimate(
+    gpu_worker: WorkerClassSettings, no_rapl: MeterSettings
+) -> None:
+    meter, notes = select_meter(no_rapl, gpu_worker)
+    assert isinstance(meter, EstimatedMeter)
+    assert meter.gpus == 1 and meter.gpu_tdp_w == 400.0  # the GPU is estimated, not dropped
+    assert notes[0] == f"nvml unavailable: {NO_LIBRARY}"
+    assert notes[1].startswith("rapl unavailable") and len(notes) == 2
+
+    with measure(no_rapl, gpu_worker) as run:
+        sum(range(100_000))
+    result = run.measurement
+    assert result.method == "estimated"
+    assert result.notes[0] == f"nvml unavailable: {NO_LIBRARY}"
+    assert set(result.energy_components_kwh) == {"cpu", "memory", "gpu"}
+    expected_gpu_j = 1 * 400.0 * no_rapl.gpu_utilisation * result.seconds
+    assert result.energy_components_kwh["gpu"] == pytest.approx(expected_gpu_j / 3.6e6)
+
+
+@with_nvml
+def test_real_nvml_measures_this_machines_gpus(
+    gpu_worker: WorkerClassSettings, no_rapl: MeterSettings
+) -> None:  # pragma: no cover - only on a machine with an NVIDIA GPU
+    meter, notes = select_meter(no_rapl, gpu_worker)
+    assert isinstance(meter, NvmlMeter), notes
+    with measure(no_rapl, gpu_worker, meter=meter) as run:
+        sum(range(100_000))
+    result = run.measurement
+    assert result.method == "nvml"
+    gpus = {k: v for k, v in result.energy_components_kwh.items() if k.startswith("gpu")}
+    assert gpus and all(v >= 0 for v in gpus.values())
 
 
 def test_gpu_worker_without_nvml_falls_back_to_the_estimate(
@@ -80,17 +139,6 @@ def test_gpu_worker_without_nvml_falls_back_to_the_estimate(
     assert meter.gpus == 1 and meter.gpu_tdp_w == 400.0  # GPU power is still estimated
     assert notes[0] == "nvml unavailable: nvidia-ml-py is not installed"
     assert any(note.startswith("rapl unavailable") for note in notes)
-
-
-def test_real_loader_on_this_machine_falls_back_cleanly(
-    gpu_worker: WorkerClassSettings, no_rapl: MeterSettings
-) -> None:
-    meter, notes = select_meter(no_rapl, gpu_worker)
-    if isinstance(meter, NvmlMeter):  # pragma: no cover - only on a machine with a GPU
-        meter.close()
-        pytest.skip("this machine has an NVIDIA GPU")
-    assert isinstance(meter, EstimatedMeter)
-    assert any(note.startswith("nvml unavailable") for note in notes)
 
 
 @pytest.mark.parametrize(
