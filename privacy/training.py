@@ -86,7 +86,7 @@ IGNORE_LABEL = -1
 
 #: In hooks mode every physical batch materialises per-sample gradients (batch x params
 #: floats). Above glibc's dynamic mmap threshold (32 MiB at most) each step maps and
-#: unmaps that buffer, and training becomes page-fault bound (DESIGN.md section 7).
+#: unmaps that buffer, and training becomes page-fault bound (docs/pitfalls.md).
 #: Physical batches are capped so the buffer stays well below it (24 MiB leaves room
 #: for the other per-step allocations): on the seed MLP (batch 61) this measured about
 #: 3x faster than batches of 256, with less memory. Ghost mode is unaffected.
