@@ -148,7 +148,7 @@ def create_quote(
         deadline=request.deadline,
         steps=plan.steps,
         throughput_samples_per_s=calibration.throughput_for(session, request.worker_class),
-        # Workers train with one torch thread (DESIGN.md section 7): one core of the class busy.
+        # Workers train with one torch thread (docs/pitfalls.md): one core of the class busy.
         cpu_utilisation=1.0 / settings.costing.worker_classes[request.worker_class].cores,
     )
     stored_request = request.model_dump(mode="json")
