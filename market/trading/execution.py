@@ -24,18 +24,20 @@ import pyarrow.parquet as pq
 
 from market import audit, failpoints
 from market.catalog.models import Dataset, DatasetFormat
-from market.costing import Money, measure, price_run
+from market.costing import Measurement, Money, WorkerClassSettings, measure, price_run
+from market.costing.records import CostTerms, MeasurementRecord, QuoteCostsRecord
 from market.db import utcnow
 from market.services import Services
 from market.trading import lifecycle
 from market.trading import services as trading
 from market.trading.lifecycle import Claimed, LeaseKeeper, LeaseLost, reap_lost_runs
 from market.trading.models import ReleaseState, RunPhase, RunStatus
+from market.trading.schemas import AuditEvidence, CostReceipt, PrivacyReceipt, RunTimings
 from privacy.errors import IntegrityError, VaultError
 from privacy.model_io import model_bytes
 from privacy.preprocessing import encode, input_shape, num_classes, vocabulary
 from privacy.specs import build_model
-from privacy.training import NEIGHBOURING_RELATION, RunPlan, train_private
+from privacy.training import NEIGHBOURING_RELATION, RunPlan, TrainingResult, train_private
 from privacy.vault import WrappedKey
 
 __all__ = ["execute_run", "reap_lost_runs"]
@@ -195,10 +197,10 @@ def _deliver(
     market: Services,
     claimed: Claimed,
     *,
-    result: Any,
+    result: TrainingResult,
     plan: RunPlan,
-    measurement: Any,
-    worker_class: Any,
+    measurement: Measurement,
+    worker_class: WorkerClassSettings,
     model_name: str,
     model_sha256: str,
     prepared_s: float,
@@ -261,39 +263,39 @@ def _deliver(
         stored.progress_epsilon = result.epsilon
         stored.metrics = result.metrics
         stored.model_name = model_name
-        stored.privacy_receipt = {
-            "epsilon": plan.epsilon,
-            "delta": plan.delta,
-            "neighbouring_relation": NEIGHBOURING_RELATION,
-            "noise_multiplier": plan.noise_multiplier,
-            "sample_rate": plan.sample_rate,
-            "steps": result.steps,
-            "max_grad_norm": plan.max_grad_norm,
-            "accountant": plan.accountant,
-            "epsilon_spent": result.epsilon,
-            "epsilon_training": result.epsilon_training,
-            "grad_sample_mode": result.grad_sample_mode,
-            "records": result.records,
-            "dataset_epsilon_after": composed,
-            "dataset_epsilon_total": dataset.epsilon_total,
-        }
-        stored.cost_receipt = {
-            "measured": cost.to_dict(),
-            "measurement": measurement.to_dict(),
-            "estimate": quote.estimate,
-            "timings": {
-                "prepare_s": prepared_s,
-                "train_s": result.timings.get("train_s", measurement.seconds),
-                **dict(result.timings.items()),
-            },
-        }
         stored.heartbeat_at = utcnow()
-        stored.privacy_receipt = {
-            **stored.privacy_receipt,
-            # The signed checkpoint and inclusion proofs of this run's log entries: the buyer
-            # can check them offline with the service's public key alone.
-            "audit": audit.receipt_evidence(
-                session, settings, seqs=audit.seqs_for_subject(session, stored.id)
+        # The signed checkpoint and inclusion proofs of this run's log entries: the buyer
+        # can check them offline with the service's public key alone.
+        evidence = audit.receipt_evidence(
+            session, settings, seqs=audit.seqs_for_subject(session, stored.id)
+        )
+        stored.privacy_receipt = PrivacyReceipt(
+            epsilon=plan.epsilon,
+            delta=plan.delta,
+            neighbouring_relation=NEIGHBOURING_RELATION,
+            noise_multiplier=plan.noise_multiplier,
+            sample_rate=plan.sample_rate,
+            steps=result.steps,
+            max_grad_norm=plan.max_grad_norm,
+            accountant=plan.accountant,
+            epsilon_spent=result.epsilon,
+            epsilon_training=result.epsilon_training,
+            grad_sample_mode=result.grad_sample_mode,
+            records=result.records,
+            dataset_epsilon_after=composed,
+            dataset_epsilon_total=dataset.epsilon_total,
+            audit=AuditEvidence.model_validate(evidence),
+        ).model_dump(mode="json")
+        stored.cost_receipt = CostReceipt(
+            measured=CostTerms.model_validate(cost.to_dict()),
+            measurement=MeasurementRecord.model_validate(measurement.to_dict()),
+            estimate=QuoteCostsRecord.model_validate(quote.estimate),
+            timings=RunTimings.model_validate(
+                {
+                    "prepare_s": prepared_s,
+                    "train_s": result.timings.get("train_s", measurement.seconds),
+                    **result.timings,
+                }
             ),
-        }
+        ).model_dump(mode="json")
         session.add(stored)

@@ -7,7 +7,9 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from market.costing.records import CostTerms, MeasurementRecord, QuoteCostsRecord
 from market.trading.models import RunStatus
+from privacy.records import MechanismRecord
 
 
 class QuoteRequest(BaseModel):
@@ -89,6 +91,83 @@ class Progress(BaseModel):
     epsilon_spent: float
 
 
+class CheckpointRecord(BaseModel):
+    """A signed checkpoint of the audit log (``market.audit.log.checkpoint_json``)."""
+
+    origin: str
+    tree_size: int
+    root: str = Field(description="Merkle root, hex.")
+    signature: str = Field(description="Ed25519 signature, base64.")
+    key_id: str
+    created_at: str
+    note: str = Field(description="The signed note (C2SP signed-note format), kept as is.")
+
+
+class InclusionProofRecord(BaseModel):
+    """One log entry and its audit path to a checkpoint's root."""
+
+    seq: int
+    entry: str = Field(description="The entry's canonical JSON text.")
+    path: list[str] = Field(description="Sibling hashes, hex, leaf to root.")
+    checkpoint: CheckpointRecord
+
+
+class AuditEvidence(BaseModel):
+    """A checkpoint and the inclusion proof of each of the run's log entries: checkable
+    offline with the service's public key alone."""
+
+    checkpoint: CheckpointRecord
+    proofs: list[InclusionProofRecord]
+
+
+class PrivacyReceipt(BaseModel):
+    """What a delivered run released and what it cost the dataset's budget.
+
+    ``records`` are the mechanisms the run released (DP-SGD steps, then the noisy held-out
+    metrics); ``epsilon_spent`` is their composition under ``accountant``, at most the
+    purchased ``epsilon``. Built by ``market.trading.execution``; docs/privacy.md says which
+    fields are public and which are measured."""
+
+    epsilon: float = Field(description="The purchased epsilon.")
+    delta: float
+    neighbouring_relation: str | None = Field(
+        default=None, description="add/remove one row (absent on receipts of older runs)."
+    )
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    max_grad_norm: float
+    accountant: str
+    epsilon_spent: float
+    epsilon_training: float = Field(description="Opacus's own accountant for the steps.")
+    grad_sample_mode: str
+    records: list[MechanismRecord]
+    dataset_epsilon_after: float = Field(
+        description="The dataset's composed epsilon once this run's release counts."
+    )
+    dataset_epsilon_total: float = Field(description="The dataset's cap.")
+    audit: AuditEvidence | None = None
+
+
+class RunTimings(BaseModel):
+    """Wall-clock seconds of the run's phases."""
+
+    model_config = ConfigDict(extra="allow")
+
+    prepare_s: float = Field(description="Decrypting and encoding the data.")
+    train_s: float
+    eval_s: float | None = None
+
+
+class CostReceipt(BaseModel):
+    """What a delivered run used and what it cost, beside what the quote predicted."""
+
+    measured: CostTerms = Field(description="The price of the measured usage.")
+    measurement: MeasurementRecord
+    estimate: QuoteCostsRecord = Field(description="The quote's estimate, as quoted.")
+    timings: RunTimings
+
+
 class RunPublic(BaseModel):
     id: str
     quote_id: str
@@ -96,8 +175,8 @@ class RunPublic(BaseModel):
     buyer_id: int
     status: RunStatus
     progress: Progress
-    privacy_receipt: dict[str, Any] | None
-    cost_receipt: dict[str, Any] | None
+    privacy_receipt: PrivacyReceipt | None
+    cost_receipt: CostReceipt | None
     metrics: dict[str, Any] | None
     error: dict[str, str] | None
     price: dict[str, str]
