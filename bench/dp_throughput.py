@@ -39,15 +39,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
-SEED_MODEL = {
-    "layers": [
-        {"type": "flatten"},
-        {"type": "linear", "out_features": 128},
-        {"type": "relu"},
-        {"type": "dropout", "p": 0.2},
-        {"type": "linear", "out_features": 10},
-    ]
-}
 MODES = ("nonprivate", "ghost", "hooks", "hooks_256", "hooks_256_mmap")
 
 
@@ -97,6 +88,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict:
 
     import privacy.training
     from privacy import build_model, plan_run, train_private
+    from privacy.specs import SEED_MLP
 
     torch.set_num_threads(1)
     # torch.optim imports torch._dynamo on first use (~1.5 s): pay it outside the timings.
@@ -106,7 +98,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict:
     x, y, source = load(Path(args.data), args.rows)
     reset_peak_rss()  # the peak of loading (the whole archive) is not the training's
     baseline = peak_rss_mib()
-    model = build_model(SEED_MODEL, input_shape=x.shape[1:], num_classes=10)
+    model = build_model(SEED_MLP, input_shape=x.shape[1:], num_classes=10)
     if mode == "nonprivate":
         torch.manual_seed(0)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)

@@ -24,6 +24,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from privacy.specs import SEED_MLP  # noqa: E402  (after the path: run as a script)
+
 CASES: list[dict[str, Any]] = [
     {
         "name": "logreg cancer e5",
@@ -46,29 +48,13 @@ CASES: list[dict[str, Any]] = [
     {
         "name": "seed mlp digits e10",
         "data": "digits",
-        "model": {
-            "layers": [
-                {"type": "flatten"},
-                {"type": "linear", "out_features": 128},
-                {"type": "relu"},
-                {"type": "dropout", "p": 0.2},
-                {"type": "linear", "out_features": 10},
-            ]
-        },
+        "model": SEED_MLP,
         "epochs": 10,
     },
     {
         "name": "seed mlp digits e40",
         "data": "digits",
-        "model": {
-            "layers": [
-                {"type": "flatten"},
-                {"type": "linear", "out_features": 128},
-                {"type": "relu"},
-                {"type": "dropout", "p": 0.2},
-                {"type": "linear", "out_features": 10},
-            ]
-        },
+        "model": SEED_MLP,
         "epochs": 40,
     },
 ]

@@ -39,6 +39,7 @@ from market.client import MarketAPIError, MarketClient, Run
 from market.config import Settings
 from market.errors import MarketError
 from market.services import Services
+from privacy.specs import SEED_MLP as SEED_MLP_SPEC
 
 Echo = Callable[[str], None]
 
@@ -50,13 +51,8 @@ DIGITS_HELD_BACK = 297  # of 1,797 images: 1,500 listed
 CANCER_HELD_BACK = 100  # of 569 diagnoses: 469 listed
 LOCAL_URL = "http://market.demo"  # a name for the in-process app; nothing is resolved
 
-SEED_MLP: list[dict[str, Any]] = [
-    {"type": "flatten"},
-    {"type": "linear", "out_features": 128},
-    {"type": "relu"},
-    {"type": "dropout", "p": 0.2},
-    {"type": "linear", "out_features": 10},
-]
+# The seed MLP's layers (one definition: privacy.specs.SEED_MLP).
+SEED_MLP: list[dict[str, Any]] = SEED_MLP_SPEC["layers"]
 
 # Public bounds the owner chooses to reveal: generous round numbers from the measurement
 # ranges of the original study, never statistics of the rows (docs/api.md).
@@ -205,7 +201,7 @@ def cancer_dataset() -> DemoDataset:
 
 
 def _demo_emails() -> dict[Role, str]:
-    from market.cli import DEMO_ACCOUNTS  # one list of demo accounts, shared with `users demo`
+    from market.accounts.demo import DEMO_ACCOUNTS  # shared with `market users demo`
 
     return {role: email for email, role in DEMO_ACCOUNTS if role in DEMO_ROLES}
 

@@ -496,6 +496,30 @@ def count_parameters(
     return total
 
 
+#: The seed MLP: flatten, dense 128 ReLU, dropout 0.2, dense 10 (784 -> 128 -> 10 on 28x28
+#: images). The demo buys it, the benchmarks train it and its parameter count is the time
+#: estimate's reference work per sample (``seed_mlp_parameters``). Copy before changing it.
+SEED_MLP: dict[str, list[dict[str, Any]]] = {
+    "layers": [
+        {"type": "flatten"},
+        {"type": "linear", "out_features": 128},
+        {"type": "relu"},
+        {"type": "dropout", "p": 0.2},
+        {"type": "linear", "out_features": 10},
+    ]
+}
+#: The input the seed MLP's reference workload is defined on: one 28x28 grey image, 10 classes.
+SEED_MLP_INPUT_SHAPE = (1, 28, 28)
+SEED_MLP_CLASSES = 10
+
+
+def seed_mlp_parameters() -> int:
+    """Trainable parameters of the seed MLP on ``SEED_MLP_INPUT_SHAPE`` (101,770)."""
+    return count_parameters(
+        SEED_MLP, input_shape=SEED_MLP_INPUT_SHAPE, num_classes=SEED_MLP_CLASSES
+    )
+
+
 def build_model(
     spec: Any,
     *,

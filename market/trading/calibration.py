@@ -1,8 +1,9 @@
 """Worker-class throughput, measured when a worker starts and stored for quotes to use.
 
 The benchmark is the reference workload of the time estimate: non-private training of the
-seed MLP (784 -> 128 -> 10, ``REFERENCE_WORK_PER_SAMPLE`` parameters) on random inputs with
-one torch thread, as workers train. A quote prices with the newest stored figure of its
+seed MLP (``privacy.specs.SEED_MLP``, 784 -> 128 -> 10, whose parameter count is the
+estimate's reference work per sample) on random inputs with one torch thread, as workers
+train. A quote prices with the newest stored figure of its
 worker class and falls back to the configured one until a worker of that class has started.
 """
 
@@ -33,16 +34,19 @@ def measure_reference_throughput(samples: int) -> float:
     from torch import nn
 
     from market.costing import calibrate_throughput
+    from privacy.specs import SEED_MLP, SEED_MLP_CLASSES, SEED_MLP_INPUT_SHAPE, build_model
 
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         torch.manual_seed(0)
-        model = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
+        model = build_model(
+            SEED_MLP, input_shape=SEED_MLP_INPUT_SHAPE, num_classes=SEED_MLP_CLASSES
+        ).train()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         loss_fn = nn.CrossEntropyLoss()
-        x = torch.rand(samples, 1, 28, 28)
-        y = torch.randint(0, 10, (samples,))
+        x = torch.rand(samples, *SEED_MLP_INPUT_SHAPE)
+        y = torch.randint(0, SEED_MLP_CLASSES, (samples,))
 
         def one_pass() -> int:
             for start in range(0, samples, BATCH):

@@ -6,6 +6,7 @@ downloads the model. A run or quote a caller may not see reads as not found.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -37,9 +38,15 @@ if TYPE_CHECKING:
 # the functions that need them: they take seconds to import, which every CLI command and web
 # worker would otherwise pay at start-up.
 
-# Work per sample of the seed MLP on 28x28 images (784*128+128 + 128*10+10 parameters): the
-# workload the worker classes' configured throughput was measured on.
-REFERENCE_WORK_PER_SAMPLE = 101_770.0
+
+@functools.cache
+def reference_work_per_sample() -> float:
+    """Work per sample of the reference workload: the parameters of the seed MLP
+    (``privacy.specs.SEED_MLP`` on 28x28 images), the model the worker classes' configured
+    throughput was measured on (``market.trading.calibration``)."""
+    from privacy.specs import seed_mlp_parameters
+
+    return float(seed_mlp_parameters())
 
 
 class BudgetExceeded(Conflict):
@@ -141,7 +148,7 @@ def create_quote(
         samples=plan.train_rows,
         epochs=plan.epochs,
         work_per_sample=float(parameters),
-        reference_work_per_sample=REFERENCE_WORK_PER_SAMPLE,
+        reference_work_per_sample=reference_work_per_sample(),
         clipping_mode="ghost",
         royalty=Money(_royalty(dataset, plan.epsilon), dataset.currency),
         now=now,

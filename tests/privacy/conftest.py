@@ -16,16 +16,9 @@ from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.model_selection import train_test_split
 
 from privacy.preprocessing import describe, encode
+from privacy.specs import SEED_MLP
 
-SEED_MODEL = {
-    "layers": [
-        {"type": "flatten"},
-        {"type": "linear", "out_features": 128},
-        {"type": "relu"},
-        {"type": "dropout", "p": 0.2},
-        {"type": "linear", "out_features": 10},
-    ]
-}
+SEED_MODEL = SEED_MLP
 
 
 class Split:

@@ -13,6 +13,7 @@ from privacy.specs import (
     count_parameters,
     expand_template,
     parse_model_spec,
+    seed_mlp_parameters,
     spec_to_dict,
     template_defaults,
 )
@@ -27,6 +28,13 @@ def test_seed_model_builds(seed_model_spec):
     assert [type(m) for m in model] == [nn.Flatten, nn.Linear, nn.ReLU, nn.Dropout, nn.Linear]
     assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
     assert sum(p.numel() for p in model.parameters()) == 784 * 128 + 128 + 128 * 10 + 10
+    assert seed_mlp_parameters() == 784 * 128 + 128 + 128 * 10 + 10
+
+
+def test_the_seed_mlp_is_the_quotes_reference_workload():
+    from market.trading.services import reference_work_per_sample
+
+    assert reference_work_per_sample() == float(seed_mlp_parameters()) == 101_770.0
 
 
 @pytest.mark.parametrize(
