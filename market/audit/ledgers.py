@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from market.costing.money import Money
 from market.costing.pricing import CostBreakdown, price_run
 from market.costing.settings import CostingSettings, RegionSettings, WorkerClassSettings
+from market.money import Money
 
 if TYPE_CHECKING:
     from market.audit.verify import VerifyReport

@@ -3,7 +3,7 @@
 Layers, each usable alone::
 
     settings   pydantic models of every coefficient (default_settings.toml, with sources)
-    money      Money: Decimal amounts, one currency, half-even rounding to the minor unit
+    (money)    Money lives in market.money: the one minor-unit rule, re-exported here
     rapl/nvml  hardware energy counters; estimate: the Green Algorithms model and run time
     meter      measure(): the context manager around a run -> Measurement
     pricing    price_run(): Measurement or RunEstimate -> CostBreakdown (and SCI)
@@ -26,7 +26,6 @@ from market.costing.meter import (
     measure,
     select_meter,
 )
-from market.costing.money import Money, quantize
 from market.costing.pricing import CostBreakdown, price_run
 from market.costing.quote import QuoteCosts, quote_costs
 from market.costing.schedule import ScheduleChoice, greenest_start, mean_intensity
@@ -38,6 +37,7 @@ from market.costing.settings import (
     WorkerClassSettings,
     load_default_settings,
 )
+from market.money import Money, quantize
 
 __all__ = [
     "CostBreakdown",

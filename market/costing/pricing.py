@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
-from market.costing.money import Money, money_context, money_sum, to_decimal
 from market.costing.settings import CostingSettings, RegionSettings, WorkerClassSettings
+from market.money import Money, money_context, money_sum, to_decimal
 
 SECONDS_PER_HOUR = Decimal(3600)
 WH_PER_KWH = Decimal(1000)

@@ -13,10 +13,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from market.costing.estimate import RunEstimate, estimate_run, estimate_seconds
-from market.costing.money import Money
 from market.costing.pricing import CostBreakdown, price_run
 from market.costing.schedule import ScheduleChoice, greenest_start, mean_intensity
 from market.costing.settings import ClippingMode, CostingSettings
+from market.money import Money
 
 
 @dataclass(frozen=True, slots=True)

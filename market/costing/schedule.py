@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Any
 
 from market.costing.errors import DeadlineTooSoon
-from market.costing.money import money_context
+from market.money import money_context
 
 HOUR = timedelta(hours=1)
 

@@ -19,6 +19,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from market.money import exponent
+
 DEFAULT_SETTINGS_FILE = Path(__file__).resolve().parents[2] / "config" / "default.toml"
 
 MeterChoice = Literal["auto", "rapl", "nvml", "estimated"]
@@ -247,7 +249,8 @@ class CostingSettings(_Section):
         ge=0,
         le=4,
         description="Decimal places of the currency's minor unit; every money term is rounded "
-        "to it, half to even. SOURCE: ISO 4217 (EUR: 2).",
+        "to it, half to even. Must be the currency's ISO 4217 exponent (market.money). "
+        "SOURCE: ISO 4217 (EUR: 2).",
     )
     carbon_price_per_tonne: Decimal = Field(
         ge=0,
@@ -277,6 +280,11 @@ class CostingSettings(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> CostingSettings:
+        if self.minor_unit_digits != exponent(self.currency):
+            raise ValueError(
+                f"minor_unit_digits must be {exponent(self.currency)}, the ISO 4217 minor unit "
+                f"of {self.currency} (market.money)"
+            )
         if self.default_region not in self.regions:
             raise ValueError(f"default_region {self.default_region!r} is not a region")
         for name, region in self.regions.items():

@@ -23,7 +23,7 @@ from market.config import Settings
 from market.costing import Money, quote_costs
 from market.db import Database, utcnow
 from market.errors import Conflict, NotFound, ValidationFailed
-from market.money import from_minor, to_minor
+from market.money import from_minor, round_to_minor, to_minor
 from market.trading import budget, calibration
 from market.trading.models import PrivacyRelease, Quote, ReleaseState, Run, RunStatus
 from market.trading.schemas import QuoteRequest
@@ -64,7 +64,7 @@ def _not_found(kind: str, ident: str) -> NotFound:
 def _royalty(dataset: Dataset, epsilon: float) -> Decimal:
     per_run = from_minor(dataset.price_per_run_minor, dataset.currency)
     per_epsilon = from_minor(dataset.price_per_epsilon_minor, dataset.currency)
-    return (per_run + per_epsilon * Decimal(str(epsilon))).quantize(Decimal("0.01"))
+    return round_to_minor(per_run + per_epsilon * Decimal(str(epsilon)), dataset.currency)
 
 
 def model_input(dataset: Dataset, spec: Any) -> dict[str, Any]:

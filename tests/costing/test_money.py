@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from market.costing.errors import CurrencyMismatch
-from market.costing.money import Money, money_sum, quantize, to_decimal
+from market.money import Money, money_sum, quantize, to_decimal
 
 
 @pytest.mark.parametrize(

@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 
 from market.costing.errors import CurrencyMismatch
 from market.costing.estimate import RunEstimate
-from market.costing.money import Money, money_context
 from market.costing.pricing import price_run
 from market.costing.settings import CostingSettings, RegionSettings, WorkerClassSettings
+from market.money import Money, money_context
 from tests.costing.conftest import make_region, make_settings, make_worker
 
 EUR = "EUR"
@@ -90,11 +90,17 @@ def test_total_is_the_sum_of_the_printed_terms(costing: CostingSettings) -> None
     assert cost.energy.amount == Decimal("0.01")  # 0.1 kWh x 0.0505 = 0.00505
 
 
-def test_minor_unit_follows_the_currency_setting(
-    worker: WorkerClassSettings, region: RegionSettings
-) -> None:
-    three = make_settings(minor_unit_digits=3)
-    cost = price_run(Usage(7200, 100.0), worker, region, royalty=royalty(), settings=three)
+def test_minor_unit_follows_the_currency() -> None:
+    worker, region = make_worker(currency="BHD"), make_region(currency="BHD")
+    three = make_settings(
+        currency="BHD",
+        minor_unit_digits=3,
+        regions={"test": region},
+        worker_classes={"cpu": worker},
+    )
+    cost = price_run(
+        Usage(7200, 100.0), worker, region, royalty=royalty(currency="BHD"), settings=three
+    )
     assert str(cost.energy.amount) == "0.075"
     assert str(cost.environment.amount) == "0.010"  # 0.0096 -> 3 places
 
@@ -114,6 +120,11 @@ def test_a_region_priced_in_another_currency_is_refused(
     usd_region = make_region(currency="USD")
     with pytest.raises(CurrencyMismatch):
         price_run(Usage(60, 10.0), worker, usd_region, royalty=royalty(), settings=costing)
+
+
+def test_settings_refuse_a_minor_unit_other_than_the_currencys() -> None:
+    with pytest.raises(ValueError, match="ISO 4217 minor unit of EUR"):
+        make_settings(minor_unit_digits=3)
 
 
 def test_settings_refuse_mixed_currencies() -> None:

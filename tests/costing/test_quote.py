@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from market.costing.money import Money
 from market.costing.quote import quote_costs
+from market.money import Money
 from tests.costing.conftest import make_region, make_settings
 
 NOW = datetime(2026, 11, 28, 22, 0, tzinfo=UTC)
