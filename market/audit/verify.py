@@ -232,6 +232,23 @@ def _parse_line(line: bytes, number: int, report: VerifyReport, *, what: str) ->
     return value
 
 
+#: The fields of an entry, exactly (``market.audit.log`` writes them canonically).
+_ENTRY_FIELDS = frozenset({"seq", "time", "kind", "subject", "actor", "data"})
+
+
+@dataclass
+class _Walk:
+    """What the walk over an export's body has verified so far (steps 1 to 5)."""
+
+    public_key: Ed25519PublicKey
+    old: SignedCheckpoint | None
+    report: VerifyReport
+    checkpoints: list[SignedCheckpoint] = field(default_factory=list)
+    by_size: dict[int, list[SignedCheckpoint]] = field(default_factory=dict)
+    frontier: merkle.Frontier = field(default_factory=merkle.Frontier)
+    verified_up_to: int = 0  # the largest signed size whose root the entries reproduced
+
+
 def _verify_body(
     lines: Iterator[bytes],
     public_key: Ed25519PublicKey,
@@ -239,157 +256,202 @@ def _verify_body(
     report: VerifyReport,
     semantic_kinds: frozenset[str],
 ) -> list[dict[str, Any]]:
-    checkpoints: list[SignedCheckpoint] = []
-    by_size: dict[int, list[SignedCheckpoint]] = {}
-    frontier = merkle.Frontier()
-    verified_up_to = 0  # the largest signed size whose root the entries reproduced
+    """The lines after the header: the signed checkpoints first, then the entries in order;
+    returns the entries of ``semantic_kinds``. Raises _Stop at the first problem."""
+    walk = _Walk(public_key, old, report)
     collected: list[dict[str, Any]] = []
-    number = 1
-    for line in lines:
-        number += 1
-        seq = frontier.size + 1
+    for number, line in enumerate(lines, start=2):
+        seq = walk.frontier.size + 1
         obj = _parse_line(line, number, report, what=f"entry {seq}")
         kind = obj.get("type")
         if kind == "checkpoint":
-            if frontier.size:
-                raise _fail(
-                    report,
-                    Problem(
-                        "format",
-                        f"a checkpoint (line {number}) follows the entries: the file was "
-                        "rearranged",
-                    ),
-                )
-            cp = _read_checkpoint(obj, number, len(checkpoints) + 1, report)
-            if cp.origin != report.origin:
-                raise _fail(
-                    report,
-                    Problem(
-                        "origin",
-                        f"{cp.where} is for the log {cp.origin!r}, not {report.origin!r}",
-                        checkpoint=cp.tree_size,
-                    ),
-                )
-            if not checkpoint_signature_ok(cp, public_key):
-                raise _fail(
-                    report,
-                    Problem(
-                        "signature",
-                        f"{cp.where} of size {cp.tree_size}: its signature does not verify "
-                        "with this public key (forged or altered)",
-                        checkpoint=cp.tree_size,
-                    ),
-                )
-            for other in by_size.get(cp.tree_size, []):
-                if other.root != cp.root:
-                    raise _fail(
-                        report,
-                        Problem(
-                            "fork",
-                            f"{other.where} and {cp.where} are both signed for size "
-                            f"{cp.tree_size} with different roots: the log forked",
-                            checkpoint=cp.tree_size,
-                        ),
-                    )
-            checkpoints.append(cp)
-            by_size.setdefault(cp.tree_size, []).append(cp)
-            continue
-        if kind != "entry":
+            _accept_checkpoint(walk, obj, number)
+        elif kind == "entry":
+            payload = _accept_entry(walk, obj, number, seq)
+            if payload["kind"] in semantic_kinds:
+                collected.append(payload)
+        else:
             raise _fail(
                 report, Problem("format", f"line {number} is neither a checkpoint nor an entry")
             )
-        text = obj.get("entry")
-        if not isinstance(text, str):
-            raise _fail(
-                report, Problem("format", f"entry {seq} (line {number}) has no entry text", seq=seq)
-            )
-        try:
-            payload = json.loads(text)
-        except ValueError:
-            payload = None
-        if not isinstance(payload, dict) or not isinstance(payload.get("seq"), int):
-            raise _fail(
-                report,
-                Problem(
-                    "entry",
-                    f"entry {seq} (line {number}) is not a valid entry: it was altered",
-                    seq=seq,
-                ),
-            )
-        if payload["seq"] != seq:
-            found = payload["seq"]
-            raise _fail(
-                report,
-                Problem(
-                    "sequence",
-                    f"entry {seq} is missing or out of place: line {number} holds entry {found}",
-                    seq=seq,
-                ),
-            )
-        leaf = merkle.leaf_hash(text.encode("utf-8"))
-        if obj.get("leaf_hash") != leaf.hex():
-            raise _fail(
-                report,
-                Problem(
-                    "entry",
-                    f"entry {seq} (line {number}) does not hash to its recorded leaf hash: "
-                    "its bytes were altered",
-                    seq=seq,
-                ),
-            )
-        if not canonical.is_canonical(text) or set(payload) != {
-            "seq",
-            "time",
-            "kind",
-            "subject",
-            "actor",
-            "data",
-        }:
-            raise _fail(
-                report,
-                Problem(
-                    "entry",
-                    f"entry {seq} (line {number}) is not a canonical entry: it was altered",
-                    seq=seq,
-                ),
-            )
-        frontier.append(leaf)
-        if payload["kind"] in semantic_kinds:
-            collected.append(payload)
-        if seq in by_size:
-            root = frontier.root()
-            for cp in by_size[seq]:
-                if cp.root != root:
-                    raise _fail(
-                        report,
-                        Problem(
-                            "root",
-                            f"entries {verified_up_to + 1} to {seq} do not match the signed "
-                            f"checkpoint of size {seq}: an entry among them was altered, "
-                            f"first suspect entry {verified_up_to + 1}",
-                            seq=verified_up_to + 1,
-                            checkpoint=seq,
-                        ),
-                    )
-            verified_up_to = seq
-        if old is not None and seq == old.tree_size and frontier.root() != old.root:
+    _check_the_end(walk)
+    return collected
+
+
+def _accept_checkpoint(walk: _Walk, obj: Mapping[str, Any], number: int) -> None:
+    """Step 1: a checkpoint before any entry, of this log, signed by the key, and no two
+    signed for one size with different roots."""
+    report = walk.report
+    if walk.frontier.size:
+        raise _fail(
+            report,
+            Problem(
+                "format",
+                f"a checkpoint (line {number}) follows the entries: the file was rearranged",
+            ),
+        )
+    cp = _read_checkpoint(obj, number, len(walk.checkpoints) + 1, report)
+    if cp.origin != report.origin:
+        raise _fail(
+            report,
+            Problem(
+                "origin",
+                f"{cp.where} is for the log {cp.origin!r}, not {report.origin!r}",
+                checkpoint=cp.tree_size,
+            ),
+        )
+    if not checkpoint_signature_ok(cp, walk.public_key):
+        raise _fail(
+            report,
+            Problem(
+                "signature",
+                f"{cp.where} of size {cp.tree_size}: its signature does not verify "
+                "with this public key (forged or altered)",
+                checkpoint=cp.tree_size,
+            ),
+        )
+    for other in walk.by_size.get(cp.tree_size, []):
+        if other.root != cp.root:
             raise _fail(
                 report,
                 Problem(
                     "fork",
-                    f"your checkpoint of size {seq} has root {old.root.hex()} but this "
-                    f"export's first {seq} entries give {frontier.root().hex()}: the history "
-                    "was rewritten (a fork)",
+                    f"{other.where} and {cp.where} are both signed for size "
+                    f"{cp.tree_size} with different roots: the log forked",
+                    checkpoint=cp.tree_size,
+                ),
+            )
+    walk.checkpoints.append(cp)
+    walk.by_size.setdefault(cp.tree_size, []).append(cp)
+
+
+def _accept_entry(walk: _Walk, obj: Mapping[str, Any], number: int, seq: int) -> dict[str, Any]:
+    """Steps 2 to 5 for entry ``seq``: in place, intact, then added to the tree and the
+    tree checked against every signed root of this size and the auditor's own."""
+    text, payload = _entry_payload(obj, number, seq, walk.report)
+    walk.frontier.append(_entry_leaf(obj, text, payload, number, seq, walk.report))
+    _check_signed_roots(walk, seq)
+    _check_old_checkpoint(walk, seq)
+    return payload
+
+
+def _entry_payload(
+    obj: Mapping[str, Any], number: int, seq: int, report: VerifyReport
+) -> tuple[str, dict[str, Any]]:
+    """Step 2: the entry's text parses and carries the next sequence number."""
+    text = obj.get("entry")
+    if not isinstance(text, str):
+        raise _fail(
+            report, Problem("format", f"entry {seq} (line {number}) has no entry text", seq=seq)
+        )
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict) or not isinstance(payload.get("seq"), int):
+        raise _fail(
+            report,
+            Problem(
+                "entry",
+                f"entry {seq} (line {number}) is not a valid entry: it was altered",
+                seq=seq,
+            ),
+        )
+    if payload["seq"] != seq:
+        found = payload["seq"]
+        raise _fail(
+            report,
+            Problem(
+                "sequence",
+                f"entry {seq} is missing or out of place: line {number} holds entry {found}",
+                seq=seq,
+            ),
+        )
+    return text, payload
+
+
+def _entry_leaf(
+    obj: Mapping[str, Any],
+    text: str,
+    payload: dict[str, Any],
+    number: int,
+    seq: int,
+    report: VerifyReport,
+) -> bytes:
+    """Step 3: the text hashes to the recorded leaf hash and is a canonical entry."""
+    leaf = merkle.leaf_hash(text.encode("utf-8"))
+    if obj.get("leaf_hash") != leaf.hex():
+        raise _fail(
+            report,
+            Problem(
+                "entry",
+                f"entry {seq} (line {number}) does not hash to its recorded leaf hash: "
+                "its bytes were altered",
+                seq=seq,
+            ),
+        )
+    if not canonical.is_canonical(text) or set(payload) != _ENTRY_FIELDS:
+        raise _fail(
+            report,
+            Problem(
+                "entry",
+                f"entry {seq} (line {number}) is not a canonical entry: it was altered",
+                seq=seq,
+            ),
+        )
+    return leaf
+
+
+def _check_signed_roots(walk: _Walk, seq: int) -> None:
+    """Step 4: at a signed size, the running root is the signed one."""
+    if seq not in walk.by_size:
+        return
+    root = walk.frontier.root()
+    for cp in walk.by_size[seq]:
+        if cp.root != root:
+            first = walk.verified_up_to + 1
+            raise _fail(
+                walk.report,
+                Problem(
+                    "root",
+                    f"entries {first} to {seq} do not match the signed "
+                    f"checkpoint of size {seq}: an entry among them was altered, "
+                    f"first suspect entry {first}",
+                    seq=first,
                     checkpoint=seq,
                 ),
             )
+    walk.verified_up_to = seq
 
-    n = frontier.size
+
+def _check_old_checkpoint(walk: _Walk, seq: int) -> None:
+    """Step 5: at the size of the auditor's checkpoint, the running root is its root."""
+    old = walk.old
+    if old is None or seq != old.tree_size or walk.frontier.root() == old.root:
+        return
+    raise _fail(
+        walk.report,
+        Problem(
+            "fork",
+            f"your checkpoint of size {seq} has root {old.root.hex()} but this "
+            f"export's first {seq} entries give {walk.frontier.root().hex()}: the history "
+            "was rewritten (a fork)",
+            checkpoint=seq,
+        ),
+    )
+
+
+def _check_the_end(walk: _Walk) -> None:
+    """The report's totals, then what only the end can tell: the empty tree's checkpoint,
+    a tail cut short (of the auditor's checkpoint or of one the export carries), an export
+    signed nowhere, and entries past the last signed size (a warning)."""
+    report, checkpoints, old = walk.report, walk.checkpoints, walk.old
+    n = walk.frontier.size
     report.entries = n
     report.checkpoints = len(checkpoints)
     report.tree_size = n
-    report.root = frontier.root().hex()
-    if 0 in by_size and any(cp.root != merkle.EMPTY_ROOT for cp in by_size[0]):
+    report.root = walk.frontier.root().hex()
+    if 0 in walk.by_size and any(cp.root != merkle.EMPTY_ROOT for cp in walk.by_size[0]):
         raise _fail(
             report,
             Problem("root", "the signed checkpoint of size 0 is not the empty tree", checkpoint=0),
@@ -419,11 +481,10 @@ def _verify_body(
         )
     if n and not checkpoints:
         raise _fail(report, Problem("unsigned", "the export carries no signed checkpoint"))
-    if verified_up_to < n:
+    if walk.verified_up_to < n:
         report.warnings.append(
-            f"entries {verified_up_to + 1} to {n} are not covered by a signed checkpoint"
+            f"entries {walk.verified_up_to + 1} to {n} are not covered by a signed checkpoint"
         )
-    return collected
 
 
 def _read_checkpoint(
