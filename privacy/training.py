@@ -221,6 +221,85 @@ def plan_run(
     Raises:
         PlanError: with the rule that failed in the message and ``details["field"]``.
     """
+    _check_request(
+        rows=rows,
+        epsilon=epsilon,
+        delta=delta,
+        epochs=epochs,
+        max_grad_norm=max_grad_norm,
+        accountant=accountant,
+        holdout_fraction=holdout_fraction,
+        metrics_fraction=metrics_fraction,
+    )
+    holdout = holdout_size(rows, holdout_fraction)
+    with_metrics = holdout > 0 and metrics_fraction > 0
+    if holdout_fraction > 0 and holdout == 0:
+        raise _plan_error("too few rows to hold any out for metrics", "holdout_fraction")
+    train_rows = rows - holdout
+    _check_batch_size(batch_size, train_rows)
+    # Exactly Opacus's sampling: the DP data loader samples each row with probability
+    # 1 / len(loader) and runs len(loader) steps per epoch.
+    steps_per_epoch = math.ceil(train_rows / batch_size)
+    sample_rate = 1.0 / steps_per_epoch
+    steps = epochs * steps_per_epoch
+
+    metrics_z: float | None = None
+    metric_records: list[MechanismRecord] = []
+    if with_metrics:
+        metrics_z = _metrics_noise(epsilon, delta, metrics_fraction, accountant)
+        metric_records = [
+            GaussianRecord(
+                mechanism="gaussian", sigma=metrics_z, sensitivity=1.0, count=len(METRICS)
+            )
+        ]
+    z = _training_noise(
+        epsilon,
+        delta,
+        accountant,
+        sample_rate=sample_rate,
+        steps=steps,
+        train_rows=train_rows,
+        metric_records=metric_records,
+    )
+    return RunPlan(
+        rows=rows,
+        train_rows=train_rows,
+        holdout_rows=holdout,
+        epsilon=float(epsilon),
+        delta=float(delta),
+        epochs=epochs,
+        batch_size=batch_size,
+        max_grad_norm=float(max_grad_norm),
+        noise_multiplier=z,
+        sample_rate=sample_rate,
+        steps_per_epoch=steps_per_epoch,
+        steps=steps,
+        accountant=accountant,
+        metrics_noise_multiplier=metrics_z,
+        metrics_fraction=metrics_fraction if with_metrics else 0.0,
+        epsilon_training=compose_epsilon(
+            [_sgd_record(z, sample_rate, steps)], delta=delta, accountant=accountant
+        ),
+        epsilon_metrics=(
+            compose_epsilon(metric_records, delta=delta, accountant=accountant)
+            if metric_records
+            else 0.0
+        ),
+    )
+
+
+def _check_request(
+    *,
+    rows: int,
+    epsilon: float,
+    delta: float,
+    epochs: int,
+    max_grad_norm: float,
+    accountant: str,
+    holdout_fraction: float,
+    metrics_fraction: float,
+) -> None:
+    """``plan_run``'s arguments one by one, in this order (the first rule broken is named)."""
     if isinstance(rows, bool) or not isinstance(rows, int) or rows < 2:
         raise _plan_error("the dataset needs at least 2 rows", "rows")
     if not (isinstance(epsilon, int | float) and math.isfinite(epsilon) and epsilon > 0):
@@ -242,11 +321,8 @@ def plan_run(
     if not 0 <= metrics_fraction < 1:
         raise _plan_error("metrics_fraction must be in [0, 1)", "metrics_fraction")
 
-    holdout = holdout_size(rows, holdout_fraction)
-    with_metrics = holdout > 0 and metrics_fraction > 0
-    if holdout_fraction > 0 and holdout == 0:
-        raise _plan_error("too few rows to hold any out for metrics", "holdout_fraction")
-    train_rows = rows - holdout
+
+def _check_batch_size(batch_size: int, train_rows: int) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise _plan_error("batch_size must be a positive integer", "batch_size")
     if batch_size > train_rows:
@@ -254,42 +330,48 @@ def plan_run(
             f"batch_size {batch_size} is larger than the {train_rows} training rows",
             "batch_size",
         )
-    # Exactly Opacus's sampling: the DP data loader samples each row with probability
-    # 1 / len(loader) and runs len(loader) steps per epoch.
-    steps_per_epoch = math.ceil(train_rows / batch_size)
-    sample_rate = 1.0 / steps_per_epoch
-    steps = epochs * steps_per_epoch
 
-    metrics_z: float | None = None
-    metric_records: list[MechanismRecord] = []
-    if with_metrics:
-        try:
-            metrics_z = gaussian_noise_multiplier(
-                epsilon=epsilon * metrics_fraction,
-                delta=delta,
-                releases=len(METRICS),
-                accountant=accountant,
-            )
-        except AccountingError:
-            raise _plan_error(
-                f"epsilon {epsilon:g} is too small to pay for the held-out metrics "
-                f"({epsilon * metrics_fraction:.3g} of it): raise epsilon",
-                "metrics_fraction",
-            ) from None
-        metric_records = [
-            GaussianRecord(
-                mechanism="gaussian", sigma=metrics_z, sensitivity=1.0, count=len(METRICS)
-            )
-        ]
+
+def _metrics_noise(epsilon: float, delta: float, metrics_fraction: float, accountant: str) -> float:
+    """The metrics' Gaussian noise multiplier: the releases alone cost ``metrics_fraction``
+    of ``epsilon``."""
+    try:
+        return gaussian_noise_multiplier(
+            epsilon=epsilon * metrics_fraction,
+            delta=delta,
+            releases=len(METRICS),
+            accountant=accountant,
+        )
+    except AccountingError:
+        raise _plan_error(
+            f"epsilon {epsilon:g} is too small to pay for the held-out metrics "
+            f"({epsilon * metrics_fraction:.3g} of it): raise epsilon",
+            "metrics_fraction",
+        ) from None
+
+
+def _sgd_record(z: float, sample_rate: float, steps: int) -> SubsampledGaussianRecord:
+    return SubsampledGaussianRecord(
+        mechanism="subsampled_gaussian", noise_multiplier=z, sample_rate=sample_rate, steps=steps
+    )
+
+
+def _training_noise(
+    epsilon: float,
+    delta: float,
+    accountant: str,
+    *,
+    sample_rate: float,
+    steps: int,
+    train_rows: int,
+    metric_records: list[MechanismRecord],
+) -> float:
+    """The smallest DP-SGD noise multiplier for which training composed with the metric
+    releases spends at most ``epsilon``; refused when it would drown every batch's signal."""
 
     def total(z: float) -> float:
-        record = SubsampledGaussianRecord(
-            mechanism="subsampled_gaussian",
-            noise_multiplier=z,
-            sample_rate=sample_rate,
-            steps=steps,
-        )
-        return compose_epsilon([record, *metric_records], delta=delta, accountant=accountant)
+        records = [_sgd_record(z, sample_rate, steps), *metric_records]
+        return compose_epsilon(records, delta=delta, accountant=accountant)
 
     z = _calibrate(total, target=epsilon)
     expected_batch = sample_rate * train_rows
@@ -302,32 +384,7 @@ def plan_run(
             noise_multiplier=z,
             expected_batch_size=expected_batch,
         )
-    training_only = SubsampledGaussianRecord(
-        mechanism="subsampled_gaussian", noise_multiplier=z, sample_rate=sample_rate, steps=steps
-    )
-    return RunPlan(
-        rows=rows,
-        train_rows=train_rows,
-        holdout_rows=holdout,
-        epsilon=float(epsilon),
-        delta=float(delta),
-        epochs=epochs,
-        batch_size=batch_size,
-        max_grad_norm=float(max_grad_norm),
-        noise_multiplier=z,
-        sample_rate=sample_rate,
-        steps_per_epoch=steps_per_epoch,
-        steps=steps,
-        accountant=accountant,
-        metrics_noise_multiplier=metrics_z,
-        metrics_fraction=metrics_fraction if with_metrics else 0.0,
-        epsilon_training=compose_epsilon([training_only], delta=delta, accountant=accountant),
-        epsilon_metrics=(
-            compose_epsilon(metric_records, delta=delta, accountant=accountant)
-            if metric_records
-            else 0.0
-        ),
-    )
+    return z
 
 
 def _calibrate(total: Callable[[float], float], *, target: float) -> float:
