@@ -1,19 +1,48 @@
 """The marketplace application: ``create_app`` builds it from settings.
 
-Each domain package registers itself with ``init_app(app)``; extensions are created without
-an app (market.extensions) and attached here.
+This module is the composition root. ``create_services`` builds the shared services
+(market.services) from their real components and lets each domain with queue tasks register
+them (``init_services``); ``create_app`` attaches those services to a Flask application and
+lets each domain package register its pages and API blueprints (``init_app(app)``).
+Extensions are created without an app (market.extensions) and attached here. Nothing below
+imports this module's functions back, so the import graph of market/ has no cycle
+(tests/unit/test_import_graph.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask_openapi3 import Info, OpenAPI
 
 from market.config import Settings, load_settings
 
+if TYPE_CHECKING:
+    from market.services import Services
+
 __version__ = "0.1.0"
+
+
+def create_services(settings: Settings) -> Services:
+    """The shared services with their real components and every domain's registrations
+    (queue tasks, the catalog's budget provider): what ``market worker`` and the CLI use, and
+    what ``create_app`` attaches to the application."""
+    from market import ops, trading
+    from market.accounts.passwords import PasswordService
+    from market.catalog.storage import CiphertextStore
+    from market.jobs import Queue
+    from market.services import Services
+
+    services = Services.from_settings(
+        settings,
+        passwords=PasswordService(settings.security),
+        store=CiphertextStore(settings.storage_dir),
+        queue_factory=Queue,
+    )
+    for domain in (trading, ops):
+        domain.init_services(services)
+    return services
 
 
 def create_app(config: Settings | Mapping[str, Any] | None = None) -> OpenAPI:
@@ -25,6 +54,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> OpenAPI:
     from market import (
         accounts,
         api,
+        audit,
         catalog,
         handlers,
         ledgers_web,
@@ -34,7 +64,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> OpenAPI:
         web,
     )
     from market.api import SECURITY_SCHEMES, validation_error_response
-    from market.services import EXTENSION_KEY, Services
+    from market.services import EXTENSION_KEY
 
     settings = config if isinstance(config, Settings) else load_settings(overrides=config)
     app = OpenAPI(
@@ -57,15 +87,18 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> OpenAPI:
         MAX_CONTENT_LENGTH=settings.app.max_content_length,
         JSON_SORT_KEYS=False,
     )
-    app.extensions[EXTENSION_KEY] = Services.from_settings(settings)
+    app.extensions[EXTENSION_KEY] = create_services(settings)
 
     handlers.init_app(app)
     ops.init_app(app)
     security.init_app(app, settings)
     web.init_app(app)
+    api.init_app(app)  # the guard and error model every domain's API blueprint shares
+    # Each domain registers its own pages and API blueprints (the OpenAPI document lists
+    # their operations in this order).
     accounts.init_app(app)
     catalog.init_app(app)
     trading.init_app(app)
     ledgers_web.init_app(app)
-    api.init_app(app)
+    audit.init_app(app)
     return app

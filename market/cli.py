@@ -16,18 +16,12 @@ from typing import Any, TypeVar
 
 import click
 
+from market.accounts.demo import DEMO_ACCOUNTS
 from market.accounts.models import Role
 from market.config import Settings, load_settings, new_secret_key
 from market.errors import MarketError
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-DEMO_ACCOUNTS = (
-    ("owner@demo.example", Role.OWNER),
-    ("researcher@demo.example", Role.RESEARCHER),
-    ("auditor@demo.example", Role.AUDITOR),
-    ("admin@demo.example", Role.ADMIN),
-)
 
 
 def _fail(message: str) -> None:
@@ -53,9 +47,9 @@ def _settings() -> Settings:
 
 
 def _services(settings: Settings) -> Any:
-    from market.services import Services
+    from market import create_services
 
-    return Services.from_settings(settings)
+    return create_services(settings)
 
 
 def _require_migrated(settings: Settings) -> None:

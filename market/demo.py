@@ -201,7 +201,7 @@ def cancer_dataset() -> DemoDataset:
 
 
 def _demo_emails() -> dict[Role, str]:
-    from market.cli import DEMO_ACCOUNTS  # one list of demo accounts, shared with `users demo`
+    from market.accounts.demo import DEMO_ACCOUNTS  # shared with `market users demo`
 
     return {role: email for email, role in DEMO_ACCOUNTS if role in DEMO_ROLES}
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from huey import Huey, RedisHuey, SqliteHuey, crontab
+from huey import Huey, RedisHuey, SqliteHuey
 from huey.registry import Message
 from huey.serializer import Serializer
 
@@ -60,34 +60,49 @@ def make_huey(settings: Settings) -> Huey:
 
 
 class Queue:
-    """The marketplace's tasks on one Huey instance."""
+    """One Huey instance and the tasks the domains register on it (``market.interfaces.
+    TaskQueue``): trading's ``train_run`` and reaper, ops' orphan sweep. The queue itself
+    knows no domain; services enqueue a task by its name."""
 
-    def __init__(self, settings: Settings, *, services_factory: Callable[[], Any]) -> None:
-        from market.trading import execution
-
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.huey = make_huey(settings)
-        self._services_factory = services_factory
+        self._tasks: dict[str, Any] = {}
 
-        @self.huey.task(name="train_run")
-        def train_run(run_id: str) -> None:
-            execution.execute_run(self._services_factory(), run_id)
+    def task(self, name: str) -> Callable[[Callable[..., None]], Any]:
+        """Register a function as the task ``name`` (its arguments travel as JSON)."""
 
-        @self.huey.periodic_task(crontab(minute="*"), name="reap_lost_runs")
-        def reap() -> None:
-            execution.reap_lost_runs(self._services_factory())
+        def register(function: Callable[..., None]) -> Any:
+            task = self.huey.task(name=name)(function)
+            self._tasks[name] = task
+            return task
 
-        self._train_run = train_run
-        from market.ops.tasks import register_periodic_tasks
+        return register
 
-        register_periodic_tasks(self.huey, settings, services_factory)
+    def periodic_task(self, schedule: Any, name: str) -> Callable[[Callable[[], None]], Any]:
+        """Register a function run on ``schedule`` (a ``huey.crontab``) by the consumer."""
+
+        def register(function: Callable[[], None]) -> Any:
+            task = self.huey.periodic_task(schedule, name=name)(function)
+            self._tasks[name] = task
+            return task
+
+        return register
+
+    def enqueue(self, name: str, *args: Any, eta: datetime | None = None) -> None:
+        """Queue the task ``name`` now, or for ``eta`` if it lies in the future."""
+        task = self._tasks.get(name)
+        if task is None:
+            raise LookupError(f"no task {name!r} is registered on the queue")
+        if eta is not None and eta > datetime.now(eta.tzinfo):
+            task.schedule(args=args, eta=eta)
+        else:
+            task(*args)
 
     def enqueue_run(self, run_id: str, *, eta: datetime | None = None) -> None:
-        """Queue a run now, or for ``eta`` (a carbon-aware start) if it lies in the future."""
-        if eta is not None and eta > datetime.now(eta.tzinfo):
-            self._train_run.schedule(args=(run_id,), eta=eta)
-        else:
-            self._train_run(run_id)
+        """Queue a run now, or for ``eta`` (a carbon-aware start) if it lies in the future
+        (the ``train_run`` task that market.trading registers)."""
+        self.enqueue("train_run", run_id, eta=eta)
 
     def consumer(self, *, workers: int | None = None) -> Any:
         return self.huey.create_consumer(

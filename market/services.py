@@ -1,22 +1,29 @@
-"""The collaborators a request needs, built once per application from Settings."""
+"""The collaborators a request needs, built once per application from Settings.
+
+``Services`` depends on no domain: the queue, the blob store and the password hasher are
+typed by the protocols of ``market.interfaces`` and handed in by the composition root
+(``market.create_services``); each domain registers its queue tasks with ``on_queue``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from flask import current_app
 
-from market.accounts.passwords import PasswordService
-from market.catalog.storage import CiphertextStore
 from market.config import Settings
 from market.db import Database, make_engine
 from market.errors import ConfigurationError
-from market.jobs import Queue
+from market.interfaces import BlobStore, PasswordHasher, TaskQueue
 from privacy.errors import VaultError
 from privacy.vault import Keyring, Vault
 
 EXTENSION_KEY = "market"
+
+#: A domain's registration of its tasks on a newly built queue (``Services.on_queue``).
+QueueHook = Callable[[TaskQueue, "Services"], None]
 
 
 @dataclass(frozen=True)
@@ -25,7 +32,11 @@ class Services:
 
     settings: Settings
     database: Database
-    passwords: PasswordService
+    passwords: PasswordHasher
+    store: BlobStore
+    #: Builds the (empty) queue for these settings; the hooks then register their tasks.
+    queue_factory: Callable[[Settings], TaskQueue]
+    queue_hooks: list[QueueHook] = field(default_factory=list)
 
     @cached_property
     def vault(self) -> Vault:
@@ -47,15 +58,32 @@ class Services:
         return Vault(keyring, segment_size=self.settings.vault.segment_size)
 
     @cached_property
-    def queue(self) -> Queue:
-        return Queue(self.settings, services_factory=lambda: self)
+    def queue(self) -> TaskQueue:
+        """Built on first use (opening the queue's storage), with every hook's tasks."""
+        queue = self.queue_factory(self.settings)
+        for hook in self.queue_hooks:
+            hook(queue, self)
+        return queue
 
-    @cached_property
-    def store(self) -> CiphertextStore:
-        return CiphertextStore(self.settings.storage_dir)
+    def on_queue(self, hook: QueueHook) -> None:
+        """Have ``hook`` register its tasks on the queue (now, if it is built already)."""
+        if hook in self.queue_hooks:
+            return
+        self.queue_hooks.append(hook)
+        if "queue" in self.__dict__:
+            hook(self.__dict__["queue"], self)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Services:
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        passwords: PasswordHasher,
+        store: BlobStore,
+        queue_factory: Callable[[Settings], TaskQueue],
+    ) -> Services:
+        """The services of ``settings``, with the given components (``market.create_services``
+        supplies the real ones)."""
         engine = make_engine(
             settings.database_url,
             sqlite_busy_timeout_ms=settings.database.sqlite_busy_timeout_ms,
@@ -63,7 +91,9 @@ class Services:
         return cls(
             settings=settings,
             database=Database(engine),
-            passwords=PasswordService(settings.security),
+            passwords=passwords,
+            store=store,
+            queue_factory=queue_factory,
         )
 
 

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 from flask import Flask, session
 
+from market.accounts.sessions import SESSION_GENERATION_KEY
 from market.extensions import login_manager
 
-#: The session key holding the account's session generation at sign-in.
-SESSION_GENERATION_KEY = "session_generation"
+__all__ = ["SESSION_GENERATION_KEY", "init_app"]
 
 
 def init_app(app: Flask) -> None:
+    """The session user loader, the sign-in and account pages, /api/v1/tokens and /me."""
+    from market.accounts.api import api
     from market.accounts.models import User
     from market.accounts.views import bp
+    from market.api import register_api
     from market.services import services
 
     @login_manager.user_loader
@@ -34,3 +37,4 @@ def init_app(app: Flask) -> None:
         return user
 
     app.register_blueprint(bp)
+    register_api(app, api)

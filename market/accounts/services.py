@@ -14,9 +14,8 @@ from datetime import datetime, timedelta
 from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
-from market import audit
 from market.accounts.models import ApiToken, Role, User, UserCreate
-from market.accounts.passwords import PasswordService
+from market.audit import log as audit
 from market.db import utcnow
 from market.errors import (
     AuthenticationRequired,
@@ -27,6 +26,7 @@ from market.errors import (
     ValidationFailed,
     field_errors,
 )
+from market.interfaces import PasswordHasher
 
 TOKEN_PREFIX = "mkt_"
 
@@ -41,7 +41,7 @@ def create_user(
     email: str,
     role: Role | str,
     password: str,
-    passwords: PasswordService,
+    passwords: PasswordHasher,
 ) -> User:
     """Add an account; e-mails are unique case-insensitively."""
     try:
@@ -70,9 +70,7 @@ def create_user(
     return user
 
 
-def set_password(
-    session: Session, *, user: User, password: str, passwords: PasswordService
-) -> None:
+def set_password(session: Session, *, user: User, password: str, passwords: PasswordHasher) -> None:
     if len(password) < 12:
         raise ValidationFailed("a password needs at least 12 characters")
     user.password_hash = passwords.hash(password)
@@ -138,9 +136,7 @@ def find_user(session: Session, email: str) -> User:
     return user
 
 
-def authenticate(
-    session: Session, *, email: str, password: str, passwords: PasswordService
-) -> User:
+def authenticate(session: Session, *, email: str, password: str, passwords: PasswordHasher) -> User:
     """The active user with this e-mail and password, rehashing if parameters rose.
 
     Unknown e-mail, wrong password and a disabled account all get the same error and take

@@ -9,10 +9,10 @@ from flask import Blueprint, flash, redirect, render_template, request, session,
 from flask_login import current_user, login_required, login_user, logout_user
 from werkzeug.wrappers import Response
 
-from market.accounts import SESSION_GENERATION_KEY
 from market.accounts import services as accounts
 from market.accounts.forms import ConfirmForm, LoginForm, NewTokenForm
 from market.accounts.models import User
+from market.accounts.sessions import SESSION_GENERATION_KEY
 from market.errors import InvalidCredentials, NotFound
 from market.extensions import limiter
 from market.security import login_failed, login_rate_limit, mark_login_failed

@@ -1,9 +1,10 @@
 """The JSON API under /api/v1: bearer authentication, request validation, OpenAPI.
 
 Each domain declares its endpoints on an ``APIBlueprint`` (flask-openapi3) with pydantic
-models, so the models that validate a request are the ones the OpenAPI document shows. This
-package holds what they share and registers them; market.api.guard authenticates and bounds
-every request before flask-openapi3 looks at it.
+models, so the models that validate a request are the ones the OpenAPI document shows, and
+registers it from its own ``init_app`` with ``register_api``. This package holds what they
+share and imports no domain; market.api.guard authenticates and bounds every request before
+flask-openapi3 looks at it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from functools import wraps
 from typing import Any, TypeVar
 
 from flask import Flask, Response, jsonify
-from flask_openapi3 import OpenAPI
+from flask_openapi3 import APIBlueprint, OpenAPI
 from pydantic import ValidationError
 
 from market.db import retry_read_on_disconnect
@@ -77,22 +78,22 @@ def _retry_reads(app: Flask, blueprints: set[str]) -> None:
 
 
 def init_app(app: Flask) -> None:
-    from market.accounts.api import api as accounts_api
+    """What every API blueprint shares: the guard and the error model. Call it before the
+    domains register their blueprints (``register_api``)."""
     from market.api.guard import guard_api_request
     from market.api.schemas import ErrorBody
-    from market.audit.api import api as audit_api
-    from market.catalog.api import api as catalog_api
-    from market.trading.api import api as trading_api
-    from market.trading.ledger_api import api as ledger_api
 
     app.before_request(guard_api_request)
     assert isinstance(app, OpenAPI)
     # The document's components hold the real error body, not flask-openapi3's default.
     app.validation_error_model = ErrorBody
-    blueprints = [accounts_api, catalog_api, trading_api, ledger_api, audit_api]
-    for blueprint in blueprints[:-1]:
-        app.register_api(blueprint)
-    from market.audit import init_app as init_audit
 
-    init_audit(app)
-    _retry_reads(app, {bp.name for bp in blueprints})
+
+def register_api(app: Flask, *blueprints: APIBlueprint) -> None:
+    """Register a domain's API blueprints (each domain's ``init_app`` calls this): their
+    operations join the OpenAPI document, their GET endpoints are retried once on a lost
+    database connection."""
+    assert isinstance(app, OpenAPI)
+    for blueprint in blueprints:
+        app.register_api(blueprint)
+    _retry_reads(app, {blueprint.name for blueprint in blueprints})

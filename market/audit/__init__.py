@@ -74,9 +74,7 @@ __all__ = [
 
 def init_app(app: Flask) -> None:
     """Register /api/v1/audit/* on the application (an ``OpenAPI`` app)."""
-    from flask_openapi3 import OpenAPI
-
+    from market.api import register_api
     from market.audit.api import api
 
-    assert isinstance(app, OpenAPI)
-    app.register_api(api)
+    register_api(app, api)

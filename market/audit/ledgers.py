@@ -38,7 +38,6 @@ from market.costing.settings import CostingSettings, RegionSettings, WorkerClass
 from market.money import Money
 
 if TYPE_CHECKING:
-    from market.audit.verify import VerifyReport
     from privacy.records import MechanismRecord
 
 PRIVACY_KINDS = frozenset({"privacy.reserved", "privacy.spent", "privacy.released"})
@@ -50,20 +49,6 @@ _PRICING_KEYS = ("currency", "minor_unit_digits", "carbon_price_per_tonne", "pla
 
 def _close(recorded: float, derived: float) -> bool:
     return math.isclose(recorded, derived, rel_tol=RELATIVE_TOLERANCE, abs_tol=1e-12)
-
-
-def rederive(entries: list[dict[str, Any]], report: VerifyReport) -> None:
-    """Append a Problem to ``report`` for every mismatch; fill its per-dataset summary."""
-    from market.audit.verify import Problem
-
-    privacy = [e for e in entries if e["kind"] in PRIVACY_KINDS]
-    costs = [e for e in entries if e["kind"] == COST_KIND]
-    for seq, message, kind in rederive_privacy(privacy, report.datasets):
-        report.problems.append(Problem(kind, message, seq=seq))
-    for seq, message in rederive_costs(costs):
-        report.problems.append(Problem("cost", message, seq=seq))
-    report.runs_priced = len(costs)
-    report.problems.sort(key=lambda p: p.seq or 0)
 
 
 def rederive_privacy(

@@ -144,10 +144,23 @@ def verify_export(
     except _Stop:
         return report
     if semantic and report.ok:
-        from market.audit import ledgers  # imports the accountant (numpy, opacus): lazily
-
-        ledgers.rederive(entries, report)
+        rederive(entries, report)
     return report
+
+
+def rederive(entries: list[dict[str, Any]], report: VerifyReport) -> None:
+    """The semantic audit (market.audit.ledgers): append a Problem to ``report`` for every
+    mismatch; fill its per-dataset summary."""
+    from market.audit import ledgers  # imports the accountant (numpy, opacus): lazily
+
+    privacy = [e for e in entries if e["kind"] in ledgers.PRIVACY_KINDS]
+    costs = [e for e in entries if e["kind"] == ledgers.COST_KIND]
+    for seq, message, kind in ledgers.rederive_privacy(privacy, report.datasets):
+        report.problems.append(Problem(kind, message, seq=seq))
+    for seq, message in ledgers.rederive_costs(costs):
+        report.problems.append(Problem("cost", message, seq=seq))
+    report.runs_priced = len(costs)
+    report.problems.sort(key=lambda p: p.seq or 0)
 
 
 def _fail(report: VerifyReport, problem: Problem) -> _Stop:

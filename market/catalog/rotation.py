@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sqlmodel import col, select
 
-from market import audit
+from market.audit import log as audit
 from market.catalog.models import Dataset
 from market.services import Services
 from privacy.vault import Keyring, WrappedKey

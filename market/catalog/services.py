@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
@@ -324,19 +324,25 @@ def tags_of(session: Session, dataset_ids: list[str]) -> dict[str, list[str]]:
     return found
 
 
-def budget_of(session: Session, dataset: Dataset, *, accountant: str = "rdp") -> Budget:
-    """The dataset's privacy budget: ``epsilon_spent`` composes every release sold so far
-    (reserved for pending runs or spent), with a real accountant, at the dataset's delta."""
-    from market.trading.budget import committed_epsilon
+class BudgetProvider(Protocol):
+    def __call__(self, session: Session, dataset: Dataset, *, accountant: str = ...) -> Budget: ...
 
-    spent = committed_epsilon(session, dataset, accountant=accountant)
-    return Budget(
-        epsilon_total=dataset.epsilon_total,
-        delta=dataset.delta,
-        epsilon_spent=spent,
-        epsilon_remaining=max(0.0, dataset.epsilon_total - spent),
-        max_epsilon_per_run=dataset.max_epsilon_per_run,
-    )
+
+_budget_provider: BudgetProvider | None = None
+
+
+def provide_budget(provider: BudgetProvider) -> None:
+    """Name the function that reads a dataset's budget: ``market.trading.budget.budget_of``,
+    registered by ``market.trading.init_services`` (the catalog imports no trading)."""
+    global _budget_provider
+    _budget_provider = provider
+
+
+def budget_of(session: Session, dataset: Dataset, *, accountant: str = "rdp") -> Budget:
+    """The dataset's privacy budget, as trading composes it (``market.trading.budget``)."""
+    if _budget_provider is None:
+        raise RuntimeError("no budget provider: market.trading.init_services was not called")
+    return _budget_provider(session, dataset, accountant=accountant)
 
 
 def schema_summary(schema: dict[str, Any]) -> SchemaSummary:

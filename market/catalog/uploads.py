@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from market import audit
 from market.accounts.models import User
+from market.audit import log as audit
 from market.catalog import services as catalog
 from market.catalog.limits import UploadLimits
 from market.catalog.models import Dataset

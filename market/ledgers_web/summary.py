@@ -17,10 +17,9 @@ from sqlmodel import Session, col, select
 
 from market.accounts.models import Role, User
 from market.catalog.models import Dataset, DatasetStatus
-from market.catalog.services import budget_of
 from market.errors import PermissionDenied
 from market.trading import ledgers
-from market.trading.budget import COUNTED
+from market.trading.budget import COUNTED, budget_of
 from market.trading.models import PrivacyRelease
 from privacy.records import MechanismRecord
 

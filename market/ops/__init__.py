@@ -6,7 +6,12 @@ queue's lag, 503 naming what fails; ``/metrics`` (market.ops.metrics) is Prometh
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from flask import Blueprint, Flask, Response, jsonify
+
+if TYPE_CHECKING:
+    from market.services import Services
 
 bp = Blueprint("ops", __name__)
 
@@ -32,7 +37,15 @@ def prometheus_metrics() -> Response:
     return metrics_response(services())
 
 
+def init_services(services: Services) -> None:
+    """What ops adds to any process: the periodic orphan sweep on the queue."""
+    from market.ops.tasks import register_tasks
+
+    services.on_queue(register_tasks)
+
+
 def init_app(app: Flask) -> None:
+    """/healthz, /metrics and the request metrics."""
     from market.ops.metrics import init_app as init_metrics
 
     init_metrics(app)

@@ -1,4 +1,4 @@
-"""Periodic maintenance tasks of the queue (registered by market.jobs.Queue)."""
+"""Periodic maintenance tasks of the queue (registered on it by ``market.ops.init_services``)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,13 @@ from typing import Any
 from huey import Huey, crontab
 
 from market.config import Settings
+from market.interfaces import TaskQueue
+from market.services import Services
+
+
+def register_tasks(queue: TaskQueue, services: Services) -> None:
+    """The ops tasks on ``queue`` (a ``Services.on_queue`` hook)."""
+    register_periodic_tasks(queue.huey, services.settings, lambda: services)
 
 
 def register_periodic_tasks(

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from sqlmodel import Session, col, select
 
 from market.catalog.models import Dataset
+from market.catalog.schemas import Budget
 from market.catalog.services import lock_dataset_row
 from market.errors import NotFound
 from market.trading.models import PrivacyRelease, ReleaseState
@@ -48,3 +49,17 @@ def ledger_for(session: Session, dataset_id: str, *, accountant: str) -> Privacy
 def committed_epsilon(session: Session, dataset: Dataset, *, accountant: str) -> float:
     """Epsilon of everything sold so far (reserved or spent) at the dataset's delta."""
     return ledger_for(session, dataset.id, accountant=accountant).epsilon(delta=dataset.delta)
+
+
+def budget_of(session: Session, dataset: Dataset, *, accountant: str = "rdp") -> Budget:
+    """The dataset's privacy budget: ``epsilon_spent`` composes every release sold so far
+    (reserved for pending runs or spent), with a real accountant, at the dataset's delta.
+    The catalog shows it through ``market.catalog.services.budget_of``."""
+    spent = committed_epsilon(session, dataset, accountant=accountant)
+    return Budget(
+        epsilon_total=dataset.epsilon_total,
+        delta=dataset.delta,
+        epsilon_spent=spent,
+        epsilon_remaining=max(0.0, dataset.epsilon_total - spent),
+        max_epsilon_per_run=dataset.max_epsilon_per_run,
+    )

@@ -16,8 +16,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN_IN_PRIVACY = ("market", "flask", "sqlmodel", "sqlalchemy", "alembic")
 
@@ -206,16 +204,37 @@ def test_tarjan_finds_every_cycle() -> None:
     assert shortest_cycle(graph, ["a", "b", "c"]) == ["a", "b", "c", "a"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="market/ is one import cycle once imports inside functions are counted "
-    "(APIs and tasks registered centrally, catalog reading trading's budget); being removed",
-)
 def test_market_has_no_import_cycle() -> None:
     graph = build_graph("market")
     assert len(graph) > 50  # the reader found the application
     components = strongly_connected(graph)
     assert not components, "market/ has import cycles:\n" + cycle_report(graph)
+
+
+def test_the_layers_point_one_way() -> None:
+    """The shared services and the queue know no domain; the catalog reads no trading (the
+    budget it shows comes from the provider market.trading registers)."""
+    graph = build_graph("market")
+    domains = ("accounts", "audit", "catalog", "costing", "ledgers_web", "ops", "trading")
+
+    def reaches(module: str) -> set[str]:
+        seen: set[str] = set()
+        todo = [module]
+        while todo:
+            for target in graph[todo.pop()] - seen:
+                seen.add(target)
+                todo.append(target)
+        return seen
+
+    for shared in ("market.interfaces", "market.services", "market.jobs", "market.api"):
+        into_domains = sorted(
+            m for m in graph[shared] if m.split(".")[1:2] and m.split(".")[1] in domains
+        )
+        assert not into_domains, f"{shared} imports {into_domains}"
+    assert not graph["market.interfaces"], "market.interfaces is a leaf"
+    for module in (m for m in graph if m.startswith("market.catalog")):
+        into_trading = sorted(m for m in reaches(module) if m.startswith("market.trading"))
+        assert not into_trading, f"{module} reaches {into_trading}"
 
 
 def test_privacy_imports_nothing_of_the_application_or_the_web_and_database_stack() -> None:
