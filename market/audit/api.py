@@ -11,7 +11,6 @@ from typing import Any
 from flask import Response
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
-from sqlmodel import col
 
 from market.accounts.models import Role
 from market.api import API_V1, BEARER
@@ -20,6 +19,7 @@ from market.api.schemas import COMMON_ERRORS, ID_MAX, INT64_MAX
 from market.audit import canonical, log, signing
 from market.extensions import csrf
 from market.services import services
+from market.visibility import audit_subjects_visible_to
 
 api = APIBlueprint(
     "audit_api",
@@ -107,20 +107,9 @@ class ConsistencyProofPublic(BaseModel):
 
 
 def visible_subjects(actor: Any) -> Any:
-    """None (everything) for auditors and admins, else a subquery of the ids they may see."""
-    from sqlalchemy import String, cast, union
-    from sqlmodel import select
-
-    from market.catalog.models import Dataset
-    from market.trading.models import Run
-
-    if actor.role in (Role.AUDITOR, Role.ADMIN):
-        return None
-    if actor.role is Role.OWNER:
-        owned = select(Dataset.id).where(Dataset.owner_id == actor.id)
-        runs = select(Run.id).where(col(Run.dataset_id).in_(owned))
-        return union(owned, runs)
-    return select(cast(Run.id, String)).where(Run.buyer_id == actor.id)
+    """None (everything) for auditors and admins, else a subquery of the ids they may see
+    (the rule is ``market.visibility.audit_subjects_visible_to``)."""
+    return audit_subjects_visible_to(actor)
 
 
 def _entry_public(entry: Any) -> EntryPublic:

@@ -1,8 +1,9 @@
 """Catalog rules: drafts, uploads, search, detail and crypto-shredding delisting.
 
-Who sees what: listed datasets are visible to everyone signed in; drafts to their owner;
-delisted ones to their owner, auditors and admins (the ledgers refer to them). A dataset a
-caller may not see reads as not found, so ids of others' drafts are not confirmed.
+Who sees what (the rules are market.visibility's): listed datasets are visible to everyone
+signed in; drafts to their owner; delisted ones to their owner, auditors and admins (the
+ledgers refer to them). A dataset a caller may not see reads as not found, so ids of others'
+drafts are not confirmed.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from market.config import CatalogSettings
 from market.db import utcnow
 from market.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from market.money import from_minor, to_minor
+from market.visibility import datasets_owned_by, may_change_dataset, may_see_dataset
 from privacy.errors import SchemaError
 from privacy.preprocessing import describe
 
@@ -145,14 +147,6 @@ def create_draft(
     return dataset
 
 
-def _may_see(actor: User, dataset: Dataset) -> bool:
-    if dataset.status is DatasetStatus.LISTED or dataset.owner_id == actor.id:
-        return True
-    if dataset.status is DatasetStatus.DELISTED:
-        return actor.role in (Role.AUDITOR, Role.ADMIN)
-    return actor.role is Role.ADMIN
-
-
 def lock_dataset_row(session: Session, dataset_id: str) -> Dataset | None:
     """Lock the dataset's row for this transaction (FOR UPDATE on PostgreSQL; on SQLite the
     write transaction's BEGIN IMMEDIATE already serialises writers)."""
@@ -161,7 +155,7 @@ def lock_dataset_row(session: Session, dataset_id: str) -> Dataset | None:
 
 def get_dataset(session: Session, *, actor: User, dataset_id: str) -> Dataset:
     dataset = session.get(Dataset, dataset_id)
-    if dataset is None or not _may_see(actor, dataset):
+    if dataset is None or not may_see_dataset(actor, dataset):
         raise NotFound(f"no dataset {dataset_id}", details={"dataset_id": dataset_id})
     return dataset
 
@@ -169,7 +163,7 @@ def get_dataset(session: Session, *, actor: User, dataset_id: str) -> Dataset:
 def get_own_dataset(session: Session, *, actor: User, dataset_id: str) -> Dataset:
     """A dataset the caller may change: their own (admins may change any)."""
     dataset = get_dataset(session, actor=actor, dataset_id=dataset_id)
-    if dataset.owner_id != actor.id and actor.role is not Role.ADMIN:
+    if not may_change_dataset(actor, dataset):
         raise PermissionDenied("only the dataset's owner may change it")
     return dataset
 
@@ -280,7 +274,7 @@ def search(
     with ``mine``, the caller's own datasets in any status."""
     statement = select(Dataset)
     if mine:
-        statement = statement.where(Dataset.owner_id == actor.id)
+        statement = datasets_owned_by(statement, actor)
     else:
         statement = statement.where(Dataset.status == DatasetStatus.LISTED)
     if tag:

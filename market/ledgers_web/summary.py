@@ -15,12 +15,17 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from market.accounts.models import Role, User
-from market.catalog.models import Dataset, DatasetStatus
+from market.accounts.models import User
+from market.catalog.models import Dataset
 from market.errors import PermissionDenied
 from market.trading import ledgers
 from market.trading.budget import COUNTED, budget_of
 from market.trading.models import PrivacyRelease
+from market.visibility import (
+    datasets_owned_by,
+    ledger_datasets_visible_to,
+    may_list_privacy_ledgers,
+)
 from privacy.records import MechanismRecord
 
 # The API's CSV columns for the privacy ledger (market.trading.ledger_api).
@@ -83,13 +88,9 @@ def mechanism_summary(records: Sequence[MechanismRecord]) -> list[str]:
 
 def privacy_datasets(session: Session, *, actor: User) -> list[dict[str, Any]]:
     """The datasets whose privacy ledger ``actor`` may read, with their release counts."""
-    statement = select(Dataset).order_by(col(Dataset.created_at))
-    if actor.role in (Role.AUDITOR, Role.ADMIN):
-        statement = statement.where(Dataset.status != DatasetStatus.DRAFT)
-    elif actor.role is Role.OWNER:
-        statement = statement.where(Dataset.owner_id == actor.id)
-    else:
+    if not may_list_privacy_ledgers(actor):
         raise PermissionDenied("the privacy ledger is for auditors and dataset owners")
+    statement = ledger_datasets_visible_to(select(Dataset).order_by(col(Dataset.created_at)), actor)
     datasets = list(session.exec(statement).all())
     counts: dict[str, int] = defaultdict(int)
     for dataset_id in session.exec(
@@ -254,7 +255,7 @@ def owner_dashboard(
     epsilon committed (composed by the accountant) against the total."""
     by_dataset = dict(group_totals(rows, "dataset_id"))
     datasets = session.exec(
-        select(Dataset).where(Dataset.owner_id == actor.id).order_by(col(Dataset.created_at))
+        datasets_owned_by(select(Dataset), actor).order_by(col(Dataset.created_at))
     ).all()
     out = []
     for dataset in datasets:

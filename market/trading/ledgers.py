@@ -1,7 +1,8 @@
 """The two ledgers as rows: every privacy release of a dataset, every run's measured costs.
 
-Scoping: auditors and admins read everything; owners read their datasets' releases and the
-costs of runs on their data; researchers read the costs of their own runs.
+Scoping (market.visibility's rules): auditors and admins read everything; owners read their
+datasets' releases and the costs of runs on their data; researchers read the costs of their
+own runs.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from market.accounts.models import Role, User
+from market.accounts.models import User
 from market.catalog.models import Dataset
 from market.errors import NotFound, PermissionDenied
 from market.trading.models import PrivacyRelease, Run, RunStatus
+from market.visibility import may_see_ledger, runs_visible_to
 
 COST_COLUMNS = [
     "run_id",
@@ -44,7 +46,7 @@ def privacy_ledger(
     dataset = session.get(Dataset, dataset_id)
     if dataset is None:
         raise NotFound(f"no dataset {dataset_id}")
-    if actor.role not in (Role.AUDITOR, Role.ADMIN) and dataset.owner_id != actor.id:
+    if not may_see_ledger(actor, dataset):
         raise PermissionDenied("the privacy ledger is for auditors and the dataset's owner")
     releases = session.exec(
         select(PrivacyRelease)
@@ -68,16 +70,14 @@ def release_row(release: PrivacyRelease) -> dict[str, Any]:
 
 
 def cost_rows(session: Session, *, actor: User) -> list[dict[str, Any]]:
-    statement = (
+    """The succeeded runs' cost receipts the actor may see (``runs_visible_to``), as rows."""
+    statement = runs_visible_to(
         select(Run, Dataset)
         .join(Dataset, col(Dataset.id) == col(Run.dataset_id))
         .where(Run.status == RunStatus.SUCCEEDED)
-        .order_by(col(Run.finished_at))
+        .order_by(col(Run.finished_at)),
+        actor,
     )
-    if actor.role is Role.RESEARCHER:
-        statement = statement.where(Run.buyer_id == actor.id)
-    elif actor.role is Role.OWNER:
-        statement = statement.where(Dataset.owner_id == actor.id)
     rows = []
     for run, dataset in session.exec(statement).all():
         receipt = run.cost_receipt or {}

@@ -1,7 +1,8 @@
 """Trading rules: quotes, purchases with an atomic budget reservation, run state, visibility.
 
 Who sees a run: its buyer, the dataset's owner, auditors and admins. Only the buyer
-downloads the model. A run or quote a caller may not see reads as not found.
+downloads the model. A run or quote a caller may not see reads as not found. The rules are
+market.visibility's; this module raises the errors.
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ from market.money import from_minor, round_to_minor, to_minor
 from market.trading import budget, calibration
 from market.trading.models import PrivacyRelease, Quote, ReleaseState, Run, RunStatus
 from market.trading.schemas import QuoteRequest
+from market.visibility import (
+    may_buy_quote,
+    may_download_model,
+    may_see_quote,
+    may_see_run,
+    runs_visible_to,
+)
 from privacy.errors import PlanError, SpecError
 from privacy.preprocessing import for_model, input_shape, num_classes, vocabulary
 from privacy.records import MechanismRecord
@@ -203,7 +211,7 @@ def store_quote(
 
 def get_quote(session: Session, *, actor: User, quote_id: str) -> Quote:
     quote = session.get(Quote, quote_id)
-    if quote is None or (quote.researcher_id != actor.id and actor.role is not Role.ADMIN):
+    if quote is None or not may_see_quote(actor, quote):
         raise _not_found("quote", quote_id)
     return quote
 
@@ -218,7 +226,7 @@ def purchase(session: Session, *, actor: User, quote_id: str, settings: Settings
 
     require_role(actor, Role.RESEARCHER)
     quote = session.exec(select(Quote).where(Quote.id == quote_id).with_for_update()).first()
-    if quote is None or quote.researcher_id != actor.id:
+    if quote is None or not may_buy_quote(actor, quote):
         raise _not_found("quote", quote_id)
     now = utcnow()
     if quote.used_at is not None:
@@ -327,16 +335,9 @@ def audit_release(
     )
 
 
-def _may_see_run(session: Session, actor: User, run: Run) -> bool:
-    if run.buyer_id == actor.id or actor.role in (Role.AUDITOR, Role.ADMIN):
-        return True
-    dataset = session.get(Dataset, run.dataset_id)
-    return dataset is not None and dataset.owner_id == actor.id
-
-
 def get_run(session: Session, *, actor: User, run_id: str) -> Run:
     run = session.get(Run, run_id)
-    if run is None or not _may_see_run(session, actor, run):
+    if run is None or not may_see_run(actor, run, session.get(Dataset, run.dataset_id)):
         raise _not_found("run", run_id)
     return run
 
@@ -344,7 +345,7 @@ def get_run(session: Session, *, actor: User, run_id: str) -> Run:
 def model_for_buyer(session: Session, *, actor: User, run_id: str) -> Run:
     """The run whose model the caller may download: only its buyer, only once trained."""
     run = get_run(session, actor=actor, run_id=run_id)
-    if run.buyer_id != actor.id:
+    if not may_download_model(actor, run):
         from market.errors import PermissionDenied
 
         raise PermissionDenied("only the run's buyer may download its model")
@@ -355,12 +356,7 @@ def model_for_buyer(session: Session, *, actor: User, run_id: str) -> Run:
 
 def list_runs(session: Session, *, actor: User, dataset_id: str | None = None) -> list[Run]:
     """Researchers: their purchases. Owners: runs on their datasets. Auditors/admins: all."""
-    statement = select(Run)
-    if actor.role is Role.RESEARCHER:
-        statement = statement.where(Run.buyer_id == actor.id)
-    elif actor.role is Role.OWNER:
-        owned = select(Dataset.id).where(Dataset.owner_id == actor.id)
-        statement = statement.where(col(Run.dataset_id).in_(owned))
+    statement = runs_visible_to(select(Run), actor)
     if dataset_id:
         statement = statement.where(Run.dataset_id == dataset_id)
     return list(session.exec(statement.order_by(col(Run.created_at).desc())).all())
