@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeGuard
 
 import numpy as np
 import pyarrow as pa
@@ -30,8 +30,45 @@ from privacy.errors import SchemaError, SchemaViolation
 DESCRIPTION_VERSION = 1
 #: Features are scaled into this interval unless the metadata asks for [-1, 1].
 DEFAULT_RANGE = (0.0, 1.0)
-MAX_CATEGORIES = 10_000
+
+# -- what a valid schema is ------------------------------------------------------------
+# ``describe`` is the one rule for a dataset's metadata. The API's request models
+# (``market.catalog.schemas``) take their limits from these names and ask the predicates
+# below, so the OpenAPI document, the listing and the trainer agree on every bound.
+
+#: Declared columns of a tabular dataset, the label included.
 MAX_COLUMNS = 10_000
+#: Categories of one categorical column (or class names of an image dataset).
+MAX_CATEGORIES = 10_000
+#: A classifier's label needs at least this many classes.
+MIN_CLASSES = 2
+#: An image is [H, W] or [C, H, W] (channels first).
+IMAGE_RANKS = (2, 3)
+#: The longest side (or channel count) an image may declare.
+MAX_IMAGE_SIDE = 4096
+#: Channels of a [C, H, W] image (a larger first side means the shape is not channels first).
+MAX_CHANNELS = 16
+
+
+def bounds_ordered(lo: float, hi: float) -> bool:
+    """A numeric column's bounds (or a pixel range) are an interval: max above min."""
+    return hi > lo
+
+
+def repeats_a_category(categories: Sequence[Any]) -> bool:
+    """Some category is declared twice (compared as ``_norm`` text: 1, 1.0 and "1" are one)."""
+    cats = [_norm(c) for c in categories]
+    return len(set(cats)) != len(cats)
+
+
+def image_shape_ok(shape: Any) -> TypeGuard[list[int] | tuple[int, ...]]:
+    """[H, W] or [C, H, W] of positive ints up to MAX_IMAGE_SIDE (C checked by describe)."""
+    return (
+        isinstance(shape, list | tuple)
+        and len(shape) in IMAGE_RANKS
+        and all(isinstance(s, int) and 0 < s <= MAX_IMAGE_SIDE for s in shape)
+    )
+
 
 Data: TypeAlias = pa.Table | Mapping[str, Any]
 
@@ -66,10 +103,9 @@ def _categories(raw: Any, where: str) -> list[str]:
         raise _schema_error(f"{where} needs a non-empty 'categories' list", field=where)
     if len(raw) > MAX_CATEGORIES:
         raise _schema_error(f"{where} declares more than {MAX_CATEGORIES} categories", field=where)
-    cats = [_norm(c) for c in raw]
-    if len(set(cats)) != len(cats):
+    if repeats_a_category(raw):
         raise _schema_error(f"{where} declares a category twice", field=where)
-    return cats
+    return [_norm(c) for c in raw]
 
 
 def _target_range(metadata: Mapping[str, Any]) -> list[float]:
@@ -88,7 +124,7 @@ def _bounds(spec: Mapping[str, Any], where: str) -> tuple[float, float]:
     if not ok:
         raise _schema_error(f"{where} needs numeric 'min' and 'max' bounds", field=where)
     assert isinstance(lo, int | float) and isinstance(hi, int | float)
-    if not hi > lo:
+    if not bounds_ordered(lo, hi):
         raise _schema_error(f"{where} needs 'max' greater than 'min'", field=where)
     return float(lo), float(hi)
 
@@ -137,7 +173,7 @@ def _describe_tabular(metadata: Mapping[str, Any]) -> dict[str, Any]:
                     "the label column must be categorical (classification)", field=where
                 )
             cats = _categories(col.get("categories"), where)
-            if len(cats) < 2:
+            if len(cats) < MIN_CLASSES:
                 raise _schema_error("the label needs at least two categories", field=where)
             label_spec = {"name": name, "categories": cats}
         elif kind == "numeric":
@@ -170,14 +206,10 @@ def _describe_tabular(metadata: Mapping[str, Any]) -> dict[str, Any]:
 
 def _describe_image(metadata: Mapping[str, Any]) -> dict[str, Any]:
     shape = metadata.get("shape")
-    if (
-        not isinstance(shape, list | tuple)
-        or len(shape) not in (2, 3)
-        or not all(isinstance(s, int) and 0 < s <= 4096 for s in shape)
-    ):
+    if not image_shape_ok(shape):
         raise _schema_error("image 'shape' must be [H, W] or [C, H, W]", field="shape")
     chw = [1, *shape] if len(shape) == 2 else list(shape)
-    if chw[0] > 16:
+    if chw[0] > MAX_CHANNELS:
         raise _schema_error("image 'shape' is channels first: [C, H, W], C <= 16", field="shape")
     pixel = metadata.get("pixel_range")
     if not isinstance(pixel, Mapping):
@@ -185,7 +217,7 @@ def _describe_image(metadata: Mapping[str, Any]) -> dict[str, Any]:
     lo, hi = _bounds(pixel, "pixel_range")
     names = metadata.get("class_names")
     cats = _categories(names, "class_names")
-    if len(cats) < 2:
+    if len(cats) < MIN_CLASSES:
         raise _schema_error("an image dataset needs at least two classes", field="class_names")
     return {
         "kind": "image",

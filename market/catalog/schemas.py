@@ -1,9 +1,20 @@
 """What the API accepts and returns for datasets; these models also write the OpenAPI document.
 
-The metadata shape is docs/api.md's "Dataset metadata". Validation here is structural
-(types, sizes, ranges); the semantic check (a categorical label with two classes or more, an
-image spec the trainer understands) is ``privacy.preprocessing.describe``, called by the
-service, so the listing and the trainer can never disagree on what a schema means.
+The metadata shape is docs/api.md's "Dataset metadata". What a valid schema is has one
+rule, ``privacy.preprocessing.describe`` (the library that trains on it), which the service
+calls on every draft, so the listing and the trainer can never disagree on what a schema
+means.
+
+Some of its checks are also stated here, on purpose: a bound written on a field (``le``,
+``max_length``, ...) is what the OpenAPI document shows clients, and a check in a model
+validator reports the field's location in the 422's ``fields`` list (``columns.0.numeric``)
+rather than one message. Those bounds and predicates are taken from
+``privacy.preprocessing`` (MAX_COLUMNS, MAX_CATEGORIES, MIN_CLASSES, IMAGE_RANKS,
+MAX_IMAGE_SIDE, ``bounds_ordered``, ``repeats_a_category``), never restated; only the
+messages are the API's own. The rest (the label among the columns and categorical, a
+feature besides it, channels first, an ordered pixel range, no column named twice) is left
+to ``describe``. The listing caps, smaller and set by the operator, are
+``market.catalog.services.check_metadata_limits``'.
 """
 
 from __future__ import annotations
@@ -15,6 +26,15 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from market.catalog.models import DatasetFormat, DatasetStatus
+from privacy.preprocessing import (
+    IMAGE_RANKS,
+    MAX_CATEGORIES,
+    MAX_COLUMNS,
+    MAX_IMAGE_SIDE,
+    MIN_CLASSES,
+    bounds_ordered,
+    repeats_a_category,
+)
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Tag = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
@@ -32,7 +52,7 @@ class NumericColumn(_Strict):
 
     @model_validator(mode="after")
     def _ordered(self) -> NumericColumn:
-        if not self.max > self.min:
+        if not bounds_ordered(self.min, self.max):
             raise ValueError(f"column {self.name!r}: max must be greater than min")
         return self
 
@@ -40,12 +60,14 @@ class NumericColumn(_Strict):
 class CategoricalColumn(_Strict):
     name: Name
     type: Literal["categorical"]
-    categories: list[Annotated[str, Field(max_length=200)]] = Field(min_length=1, max_length=10_000)
+    categories: list[Annotated[str, Field(max_length=200)]] = Field(
+        min_length=1, max_length=MAX_CATEGORIES
+    )
 
     @field_validator("categories")
     @classmethod
     def _unique(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
+        if repeats_a_category(value):
             raise ValueError("a category is declared twice")
         return value
 
@@ -61,10 +83,12 @@ class PixelRange(_Strict):
 class ImageSpec(_Strict):
     """Arrays in an .npz: images under ``features_key``, integer labels under ``labels_key``."""
 
-    shape: list[Annotated[int, Field(gt=0, le=4096)]] = Field(min_length=2, max_length=3)
+    shape: list[Annotated[int, Field(gt=0, le=MAX_IMAGE_SIDE)]] = Field(
+        min_length=min(IMAGE_RANKS), max_length=max(IMAGE_RANKS)
+    )
     pixel_range: PixelRange
     class_names: list[Annotated[str, Field(max_length=200)]] = Field(
-        min_length=2, max_length=10_000
+        min_length=MIN_CLASSES, max_length=MAX_CATEGORIES
     )
     features_key: str = Field(default="x", max_length=64)
     labels_key: str = Field(default="y", max_length=64)
@@ -97,7 +121,7 @@ class DatasetCreate(_Strict):
     tags: list[Tag] = Field(default_factory=list, max_length=20)
     format: DatasetFormat
     label: Name | None = None
-    columns: list[Column] | None = Field(default=None, min_length=1, max_length=10_000)
+    columns: list[Column] | None = Field(default=None, min_length=1, max_length=MAX_COLUMNS)
     image: ImageSpec | None = None
     privacy: PrivacyTerms
     price: PricePolicy
