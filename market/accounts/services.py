@@ -155,10 +155,6 @@ def authenticate(session: Session, *, email: str, password: str, passwords: Pass
     return user
 
 
-def get_user(session: Session, user_id: int) -> User | None:
-    return session.get(User, user_id)
-
-
 def list_users(session: Session, *, actor: User) -> list[User]:
     require_role(actor, Role.ADMIN)
     return list(session.exec(select(User).order_by(col(User.id))).all())
