@@ -20,12 +20,19 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias, TypeGuard
+from typing import Any, TypeAlias, TypeGuard, cast
 
 import numpy as np
 import pyarrow as pa
 
 from privacy.errors import SchemaError, SchemaViolation
+from privacy.records import (
+    CategoricalFeature,
+    ImageDescription,
+    LabelSpec,
+    NumericFeature,
+    TabularDescription,
+)
 
 DESCRIPTION_VERSION = 1
 #: Features are scaled into this interval unless the metadata asks for [-1, 1].
@@ -71,6 +78,8 @@ def image_shape_ok(shape: Any) -> TypeGuard[list[int] | tuple[int, ...]]:
 
 
 Data: TypeAlias = pa.Table | Mapping[str, Any]
+#: What ``describe`` returns (``privacy.records``' TypedDicts: the stored JSON, typed).
+Description: TypeAlias = TabularDescription | ImageDescription
 
 
 @dataclass(frozen=True)
@@ -129,7 +138,7 @@ def _bounds(spec: Mapping[str, Any], where: str) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def describe(metadata: Mapping[str, Any]) -> dict[str, Any]:
+def describe(metadata: Mapping[str, Any]) -> Description:
     """Build the preprocessing description from a listing's public metadata.
 
     Tabular metadata has ``columns`` and ``label``; image metadata (``format: npz``) has
@@ -146,7 +155,7 @@ def describe(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return _describe_tabular(metadata)
 
 
-def _describe_tabular(metadata: Mapping[str, Any]) -> dict[str, Any]:
+def _describe_tabular(metadata: Mapping[str, Any]) -> TabularDescription:
     columns = metadata.get("columns")
     label = metadata.get("label")
     if not isinstance(columns, list) or not columns:
@@ -155,8 +164,8 @@ def _describe_tabular(metadata: Mapping[str, Any]) -> dict[str, Any]:
         raise _schema_error(f"more than {MAX_COLUMNS} columns", field="columns")
     if not isinstance(label, str):
         raise _schema_error("metadata needs the 'label' column name", field="label")
-    features: list[dict[str, Any]] = []
-    label_spec: dict[str, Any] | None = None
+    features: list[NumericFeature | CategoricalFeature] = []
+    label_spec: LabelSpec | None = None
     seen: set[str] = set()
     for i, col in enumerate(columns):
         where = f"columns[{i}]"
@@ -204,7 +213,7 @@ def _describe_tabular(metadata: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _describe_image(metadata: Mapping[str, Any]) -> dict[str, Any]:
+def _describe_image(metadata: Mapping[str, Any]) -> ImageDescription:
     shape = metadata.get("shape")
     if not image_shape_ok(shape):
         raise _schema_error("image 'shape' must be [H, W] or [C, H, W]", field="shape")
@@ -243,7 +252,7 @@ def num_classes(description: Mapping[str, Any]) -> int:
     return len(description["label"]["categories"])
 
 
-def integer_coded(description: Mapping[str, Any]) -> dict[str, Any] | None:
+def integer_coded(description: Mapping[str, Any]) -> TabularDescription | None:
     """The description that encodes rows as category codes, for embedding models.
 
     Only where every feature column is categorical: each column becomes its category's
@@ -256,19 +265,23 @@ def integer_coded(description: Mapping[str, Any]) -> dict[str, Any] | None:
     features = description["features"]
     if any(f["type"] != "categorical" for f in features):
         return None
-    return {
-        **description,
-        "encoding": "codes",
-        "encoded_columns": [f["name"] for f in features],
-        "vocabulary": sum(len(f["categories"]) for f in features),
-    }
+    # ``description`` may be JSON read back (a model file's metadata): typed by its kind.
+    return cast(
+        TabularDescription,
+        {
+            **description,
+            "encoding": "codes",
+            "encoded_columns": [f["name"] for f in features],
+            "vocabulary": sum(len(f["categories"]) for f in features),
+        },
+    )
 
 
-def for_model(description: Mapping[str, Any], *, embedding: bool) -> dict[str, Any]:
+def for_model(description: Mapping[str, Any], *, embedding: bool) -> Description:
     """The description a model reads: integer codes for an embedding model where the
     schema allows them, else the scaled one (and ``build_model`` then refuses the spec)."""
     coded = integer_coded(description) if embedding else None
-    return coded if coded is not None else dict(description)
+    return coded if coded is not None else cast(Description, dict(description))
 
 
 def vocabulary(description: Mapping[str, Any]) -> int | None:

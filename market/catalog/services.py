@@ -34,7 +34,7 @@ from market.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from market.money import from_minor, to_minor
 from market.visibility import datasets_owned_by, may_change_dataset, may_see_dataset
 from privacy.errors import SchemaError
-from privacy.preprocessing import describe
+from privacy.preprocessing import Description, describe
 
 CONTENT_TYPES = {
     "text/csv": DatasetFormat.CSV,
@@ -56,7 +56,7 @@ def metadata_of(dataset: Dataset) -> dict[str, Any]:
     return meta
 
 
-def preprocessing_of(dataset: Dataset) -> dict[str, Any]:
+def preprocessing_of(dataset: Dataset) -> Description:
     return describe(metadata_of(dataset))
 
 

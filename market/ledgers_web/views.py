@@ -1,9 +1,9 @@
 """Ledger pages: the privacy ledger, the cost ledger, the owner's dashboard, the audit page.
 
-Scoping is the ledgers' (market.trading.ledgers): auditors and admins read everything,
-owners their datasets' releases and the costs of runs on their data, researchers the costs
-of their own runs. The downloads are the JSON API's content under the session login (the
-API wants a bearer token a browser does not have).
+Scoping is market.visibility's, applied by the ledgers (market.trading.ledgers): auditors
+and admins read everything, owners their datasets' releases and the costs of runs on their
+data, researchers the costs of their own runs. The downloads are the JSON API's content
+under the session login (the API wants a bearer token a browser does not have).
 """
 
 from __future__ import annotations

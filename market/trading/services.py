@@ -36,7 +36,7 @@ from market.visibility import (
     runs_visible_to,
 )
 from privacy.errors import PlanError, SpecError
-from privacy.preprocessing import for_model, input_shape, num_classes, vocabulary
+from privacy.preprocessing import Description, for_model, input_shape, num_classes, vocabulary
 from privacy.records import MechanismRecord
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ def _royalty(dataset: Dataset, epsilon: float) -> Decimal:
     return round_to_minor(per_run + per_epsilon * Decimal(str(epsilon)), dataset.currency)
 
 
-def model_input(dataset: Dataset, spec: Any) -> dict[str, Any]:
+def model_input(dataset: Dataset, spec: Any) -> Description:
     """The preprocessing a spec reads on this dataset (integer codes for an embedding)."""
     from privacy.specs import uses_embedding
 
