@@ -68,7 +68,14 @@ from privacy.records import GaussianRecord, MechanismRecord, SubsampledGaussianR
 from privacy.relation import NEIGHBOURING_RELATION
 from privacy.release import gaussian_noise_multiplier, gaussian_release
 
-__all__ = ["NEIGHBOURING_RELATION", "RunPlan", "TrainingResult", "plan_run", "train_private"]
+__all__ = [
+    "NEIGHBOURING_RELATION",
+    "AuditHooks",
+    "RunPlan",
+    "TrainingResult",
+    "plan_run",
+    "train_private",
+]
 
 #: A plan is refused when the per-step noise standard deviation (z * C) exceeds this
 #: multiple of the largest possible clipped signal of an expected batch (B * C), i.e.
@@ -92,8 +99,26 @@ IGNORE_LABEL = -1
 #: 3x faster than batches of 256, with less memory. Ghost mode is unaffected.
 HOOKS_BUFFER_BYTES = 24 * 1024 * 1024
 OPTIMIZERS = ("adam", "sgd")
+#: Faults the self-audit injects to show it catches them (``AuditHooks.fault``).
+AUDIT_FAULTS = ("skip_clipping", "no_noise", "half_noise")
 
 ProgressFn = Callable[[int, int, float], None]
+
+
+@dataclass(frozen=True)
+class AuditHooks:
+    """Settings of a self-audit run (``privacy.audit``), never of a sold run.
+
+    Only ``privacy.audit`` builds one; nothing in a request can (the marketplace calls
+    ``train_private`` without ``audit``). With it, the optimizer is plain SGD without
+    momentum (the audit reads the canaries' weights, which momentum and Adam would blur),
+    Poisson sampling and gradient noise come from generators seeded with ``seed`` (an
+    audit is reproducible; a sold run never is), and ``fault`` (tests only) breaks the
+    step on purpose: clipping skipped, noise off, or noise halved.
+    """
+
+    seed: int
+    fault: str | None = None
 
 
 @dataclass(frozen=True)
@@ -488,6 +513,7 @@ class _PrivateStep:
         optimizer: str,
         loader: DataLoader,
         mode: str,
+        audit: AuditHooks | None = None,
     ) -> None:
         self.engine = PrivacyEngine(accountant="prv" if plan.accountant == "prv" else "rdp")
         params = [p for p in module.parameters() if p.requires_grad]
@@ -495,8 +521,10 @@ class _PrivateStep:
         if optimizer == "adam":
             base = torch.optim.Adam(params, lr=learning_rate)
         else:
-            base = torch.optim.SGD(params, lr=learning_rate, momentum=0.9)
-        noise = torch.Generator().manual_seed(secrets.randbits(63))
+            momentum = 0.9 if audit is None else 0.0
+            base = torch.optim.SGD(params, lr=learning_rate, momentum=momentum)
+        seed = secrets.randbits(63) if audit is None else audit.seed + 1
+        noise = torch.Generator().manual_seed(seed)
         common: dict[str, Any] = {
             "module": module,
             "optimizer": base,
@@ -521,6 +549,8 @@ class _PrivateStep:
         # held-out rows joined the loader with zero weight.
         opt.expected_batch_size = max(1, round(plan.sample_rate * plan.train_rows))
         _guard_non_finite(model, opt, mode)
+        if audit is not None and audit.fault is not None:
+            _inject_fault(model, opt, mode, audit.fault)
         self.model = model
         self.optimizer = opt
         self.data_loader = data
@@ -571,6 +601,29 @@ def _guard_non_finite(model: Any, optimizer: Any, mode: str) -> None:
     optimizer.clip_and_accumulate = finite_clip_and_accumulate
 
 
+def _inject_fault(model: Any, optimizer: Any, mode: str, fault: str) -> None:
+    """Break the step on purpose (self-audit tests only, through ``AuditHooks``)."""
+    if fault == "no_noise":
+        optimizer.noise_multiplier = 0.0
+    elif fault == "half_noise":
+        optimizer.noise_multiplier = optimizer.noise_multiplier / 2
+    elif mode == "ghost":  # skip_clipping: every per-sample coefficient 1
+        coefficient = model.get_clipping_coef
+        model.get_clipping_coef = lambda: torch.ones_like(coefficient())
+    else:
+        clip_and_accumulate = optimizer.clip_and_accumulate
+
+        def unclipped() -> None:
+            bound = optimizer.max_grad_norm
+            optimizer.max_grad_norm = math.inf
+            try:
+                clip_and_accumulate()
+            finally:
+                optimizer.max_grad_norm = bound
+
+        optimizer.clip_and_accumulate = unclipped
+
+
 def train_private(
     *,
     model: nn.Module,
@@ -586,6 +639,7 @@ def train_private(
     num_threads: int | None = 1,
     progress_interval_s: float = 0.5,
     cancel: threading.Event | None = None,
+    audit: AuditHooks | None = None,
 ) -> TrainingResult:
     """Train ``model`` with DP-SGD as planned, then release held-out metrics.
 
@@ -606,6 +660,7 @@ def train_private(
         num_threads: torch threads during training (1 on shared cores).
         cancel: when set (from another thread), training stops at the next physical batch
             with ``TrainingCancelled``.
+        audit: the self-audit's settings (``AuditHooks``); None for every sold run.
 
     Raises:
         PlanError: the arguments do not match the plan (checked before any training).
@@ -616,6 +671,8 @@ def train_private(
         raise PlanError(
             f"optimizer must be one of {list(OPTIMIZERS)}", details={"field": "optimizer"}
         )
+    if audit is not None and (optimizer != "sgd" or audit.fault not in (None, *AUDIT_FAULTS)):
+        raise PlanError("an audit trains with sgd and a known fault", details={})
     if grad_sample_mode not in ("auto", "ghost", "hooks"):
         raise PlanError("grad_sample_mode must be auto, ghost or hooks", details={})
     if not (learning_rate > 0 and math.isfinite(learning_rate)):
@@ -640,6 +697,7 @@ def train_private(
             grad_sample_mode=grad_sample_mode,
             progress_interval_s=progress_interval_s,
             cancel=cancel,
+            audit=audit,
         )
     except (PlanError, TrainingCancelled):
         raise
@@ -687,10 +745,12 @@ def _check_labels(model: nn.Module, x_all: torch.Tensor, y_all: torch.Tensor) ->
         )
 
 
-def _loader(x_all: torch.Tensor, y_train: torch.Tensor, plan: RunPlan) -> DPDataLoader:
+def _loader(
+    x_all: torch.Tensor, y_train: torch.Tensor, plan: RunPlan, seed: int | None = None
+) -> DPDataLoader:
     """Poisson sampling over all rows at the planned rate, for exactly the planned steps
-    per epoch (held-out rows are sampled too and weigh zero)."""
-    sampling = torch.Generator().manual_seed(secrets.randbits(63))
+    per epoch (held-out rows are sampled too and weigh zero); ``seed`` for audits only."""
+    sampling = torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed)
     loader = DPDataLoader(
         TensorDataset(x_all, y_train), sample_rate=plan.sample_rate, generator=sampling
     )
@@ -713,6 +773,7 @@ def _train(
     grad_sample_mode: str,
     progress_interval_s: float,
     cancel: threading.Event | None,
+    audit: AuditHooks | None = None,
 ) -> TrainingResult:
     started = time.perf_counter()
     held_out = torch.from_numpy(
@@ -729,8 +790,9 @@ def _train(
         plan=plan,
         learning_rate=learning_rate,
         optimizer=optimizer,
-        loader=_loader(x_all, y_train, plan),
+        loader=_loader(x_all, y_train, plan, None if audit is None else audit.seed),
         grad_sample_mode=grad_sample_mode,
+        audit=audit,
     )
     if dp.mode == "hooks":
         max_physical_batch_size = min(max_physical_batch_size, _hooks_batch_cap(model))
@@ -831,6 +893,7 @@ def _privatize(
     optimizer: str,
     loader: DataLoader,
     grad_sample_mode: str,
+    audit: AuditHooks | None = None,
 ) -> _PrivateStep:
     """Ghost clipping where the model allows it, else per-sample hooks (decided by the
     model's layers alone, never by the data)."""
@@ -845,6 +908,7 @@ def _privatize(
                 optimizer=optimizer,
                 loader=loader,
                 mode=mode,
+                audit=audit,
             )
         except (NotImplementedError, ValueError) as exc:
             failure = exc
