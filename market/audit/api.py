@@ -99,6 +99,64 @@ class ConsistencyQuery(BaseModel):
     )
 
 
+class GuessPublic(BaseModel):
+    k_plus: int = Field(description="Canaries guessed included (the highest scores).")
+    k_minus: int = Field(description="Canaries guessed left out (the lowest scores).")
+    correct: int
+    bound: float = Field(description="The 95% lower bound on epsilon from this setting.")
+
+
+class PrivacyReportPublic(BaseModel):
+    seq: int = Field(description="The audit entry (kind `privacy.audit`) holding the report.")
+    time: str
+    config: str = Field(description="The configuration (worker) class audited.")
+    family: str = Field(description="The model family trained.")
+    claim_epsilon: float = Field(description="The training part of the purchased epsilon.")
+    claim_delta: float
+    purchased_epsilon: float
+    lower_bound: float = Field(description="95% lower bound on epsilon (Bonferroni).")
+    canaries: int = Field(description="m, each included with probability 1/2.")
+    included: int
+    guesses: list[GuessPublic]
+    spread_ratio: float = Field(description="Left-out scores' spread / predicted (0.85-1.15).")
+    shift: float = Field(description="Included minus left-out mean, in predicted spreads (<= 4).")
+    spread_flag: bool
+    shift_flag: bool
+    verdict: str = Field(description="`claim refuted at 95%` or `no evidence against the claim`.")
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    grad_sample_mode: str
+    seed: int
+    fault: str | None
+    seconds: float
+    caveats: list[str]
+
+
+class PrivacyReports(BaseModel):
+    items: list[PrivacyReportPublic] = Field(description="The latest report per class.")
+
+
+def latest_privacy_reports(session: Any) -> list[PrivacyReportPublic]:
+    """The newest ``privacy.audit`` entry of each configuration class, by class name."""
+    from sqlmodel import col, select
+
+    from market.audit.models import AuditEntry
+
+    rows = session.exec(
+        select(AuditEntry)
+        .where(AuditEntry.kind == "privacy.audit")
+        .order_by(col(AuditEntry.seq).desc())
+    )
+    latest: dict[str, PrivacyReportPublic] = {}
+    for row in rows:
+        if row.subject not in latest:
+            latest[row.subject] = PrivacyReportPublic(
+                seq=row.seq, time=canonical.format_time(row.created_at), **row.data
+            )
+    return [latest[name] for name in sorted(latest)]
+
+
 class ConsistencyProofPublic(BaseModel):
     first: int
     second: int
@@ -192,6 +250,20 @@ def consistency(query: ConsistencyQuery):
         checkpoint=CheckpointPublic(**log.checkpoint_json(cp)),
     )
     return out.model_dump(mode="json")
+
+
+@api.get(
+    "/privacy-reports",
+    summary="The latest privacy self-audit report per configuration class",
+    security=BEARER,
+    responses={200: PrivacyReports},
+)
+@api_login_required(Role.AUDITOR)
+def privacy_reports():
+    """Written by `market audit privacy` (docs/privacy-audit.md); auditors and admins only."""
+    with services().database.read() as session:
+        items = latest_privacy_reports(session)
+    return PrivacyReports(items=items).model_dump(mode="json")
 
 
 @api.get(

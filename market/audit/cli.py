@@ -136,3 +136,75 @@ def verify_command(file: Path, public_key: Path, old_checkpoint: Path | None) ->
         click.echo(f"error: {report.summary()}", err=True)
         sys.exit(1)
     click.echo(report.summary())
+
+
+@audit.command("privacy")
+@click.option(
+    "--config",
+    "config",
+    help="A worker class (costing.worker_classes) to audit; default every class sold.",
+)
+@click.option(
+    "--canaries", type=click.IntRange(20, 4000), default=1000, show_default=True, help="m."
+)
+@click.option(
+    "--epsilon", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True
+)
+@click.option(
+    "--family",
+    type=click.Choice(["seed_mlp", "logistic_regression"]),
+    default="seed_mlp",
+    show_default=True,
+    help="The model family trained.",
+)
+@click.option("--seed", type=int, help="Canary inclusion and noise seed (default random).")
+def privacy_command(
+    config: str | None, canaries: int, epsilon: float, family: str, seed: int | None
+) -> None:
+    """Audit the product's own DP-SGD with canaries (docs/privacy-audit.md); log each report.
+
+    Exits 1 when a claim is refuted."""
+    import secrets
+
+    from market.audit import log
+    from privacy.audit import AuditSettings, run_audit
+
+    try:
+        database, settings = _database_and_settings()
+    except MarketError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(1)
+    classes = list(settings.costing.worker_classes)
+    if config is not None and config not in classes:
+        raise click.BadParameter(f"not one of {classes}", param_hint="--config")
+    refuted = False
+    try:
+        for name in [config] if config else classes:
+            report = run_audit(
+                AuditSettings(
+                    config=name,
+                    family=family,
+                    epsilon=epsilon,
+                    accountant=settings.trading.accountant,
+                    holdout_fraction=settings.trading.holdout_fraction,
+                    max_physical_batch_size=settings.trading.max_physical_batch_size,
+                    canaries=canaries,
+                    seed=secrets.randbits(31) if seed is None else seed,
+                )
+            )
+            with database.write() as session:
+                entry = log.record(
+                    session,
+                    settings,
+                    kind="privacy.audit",
+                    subject=name,
+                    actor_id=None,
+                    data=report.to_json(),
+                )
+                seq = entry.seq
+            click.echo(report.summary())
+            click.echo(f"  logged as audit entry {seq}")
+            refuted = refuted or report.refuted
+    finally:
+        database.dispose()
+    sys.exit(1 if refuted else 0)

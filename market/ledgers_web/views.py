@@ -181,7 +181,11 @@ def _latest_checkpoint() -> Any:
 def audit_page() -> str:
     require_role(_user(), Role.AUDITOR)
     checkpoint, size = _latest_checkpoint()
-    return render_template("audit.html", checkpoint=checkpoint, tree_size=size)
+    from market.audit.api import latest_privacy_reports
+
+    with services().database.read() as session:
+        reports = latest_privacy_reports(session)
+    return render_template("audit.html", checkpoint=checkpoint, tree_size=size, reports=reports)
 
 
 @bp.get("/audit/public-key.pem")
