@@ -1,6 +1,6 @@
 # The two commands of the README, and the checks CI runs.
 # `make run`  : .venv, install, `market init`, demo accounts (printed), demo datasets listed, serve on :5000
-# `make test` : .venv with dev extras, the whole test suite
+# `make test` : .venv with dev extras, the whole test suite (in parallel; `make test-fast`: the unit layer)
 SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -9,7 +9,15 @@ BIN := $(VENV)/bin
 # constraints.txt pins every package, torch to the 2.13 CPU build (no multi-GB CUDA wheels).
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: run test lint typecheck check clean
+.PHONY: run test test-fast lint typecheck check clean
+
+# `make test` runs the suite in parallel (pytest-xdist), TEST_WORKERS processes; each has its
+# own PostgreSQL and Redis databases and folders (tests/conftest.py). More workers than the
+# 2 cores CI has pay off: many tests wait on subprocesses, servers and databases.
+TEST_WORKERS ?= 4
+# `make test-fast`: the unit layer in under a minute: no real training and no other
+# processes (slow, integration: see tests/conftest.py), no browser, no PostgreSQL or Redis.
+FAST_TESTS := not slow and not integration and not browser and not postgres and not redis
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +37,10 @@ run: $(VENV)/.installed
 	$(BIN)/market serve --host 127.0.0.1 --port $(PORT)
 
 test: $(VENV)/.installed-dev
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/pytest -n $(TEST_WORKERS) -m "$(FAST_TESTS)" $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -65,6 +65,52 @@ TEST_PASSWORD = "correct horse battery staple"
 FAST_ARGON2 = {"argon2_memory_kib": 19456, "argon2_time_cost": 2, "argon2_parallelism": 1}
 
 
+#: Tests marked ``integration`` here, by path: they train real models, or start the CLI, a
+#: served instance or a worker as another process. ``make test-fast`` leaves them out (with
+#: the slow, browser, postgres and redis markers) and runs the unit layer in under a minute.
+INTEGRATION_PATHS = (
+    "tests/abuse/test_operations.py",
+    "tests/abuse/test_uploads.py",
+    "tests/api/test_openapi_conformance.py",
+    "tests/audit/test_cli_and_crash.py",
+    "tests/bench/",
+    "tests/cli/",
+    "tests/client/",
+    "tests/ledgers_web/",
+    "tests/privacy/test_audit.py",
+    "tests/privacy/test_neighbouring.py",
+    "tests/privacy/test_package.py",
+    "tests/privacy/test_training.py",
+    "tests/trading/",
+)
+
+
+#: The longest tests (a minute or more each on a busy 2-core machine) run first, so that in a
+#: parallel run they never start last and leave one worker finishing alone.
+LONGEST_FIRST = (
+    "tests/bench/",
+    "tests/api/test_openapi_conformance.py",
+    "tests/trading/test_worker_crashes.py",
+    "tests/abuse/test_operations.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = config.rootpath
+    paths = {item: item.path.relative_to(root).as_posix() for item in items}
+    for item in items:
+        if paths[item].startswith(INTEGRATION_PATHS):
+            item.add_marker(pytest.mark.integration)
+
+    def rank(item: pytest.Item) -> int:
+        for index, prefix in enumerate(LONGEST_FIRST):
+            if paths[item].startswith(prefix):
+                return index
+        return len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: whole modules move, the order within each is kept
+
+
 def service_unavailable(what: str, reason: str) -> None:
     message = f"{what} unavailable ({reason})"
     if REQUIRE_SERVICES:
