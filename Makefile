@@ -11,10 +11,11 @@ PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check 
 
 .PHONY: run test test-fast lint typecheck check clean
 
-# `make test` runs the suite in parallel (pytest-xdist), TEST_WORKERS processes; each has its
-# own PostgreSQL and Redis databases and folders (tests/conftest.py). More workers than the
-# 2 cores CI has pay off: many tests wait on subprocesses, servers and databases.
-TEST_WORKERS ?= 4
+# `make test` runs the suite in parallel (pytest-xdist), TEST_WORKERS processes, one per core
+# by default; each has its own PostgreSQL and Redis databases and folders (tests/conftest.py).
+# The suite is CPU-bound (serially it keeps one core busy the whole time): on 2 cores, 4
+# workers measured slower than 2.
+TEST_WORKERS ?= auto
 # `make test-fast`: the unit layer in under a minute: no real training and no other
 # processes (slow, integration: see tests/conftest.py), no browser, no PostgreSQL or Redis.
 FAST_TESTS := not slow and not integration and not browser and not postgres and not redis
