@@ -216,7 +216,8 @@ def test_heartbeats_from_a_thread_keep_a_slow_preparation_alive(
 ) -> None:
     from market.accounts.models import Role
 
-    app = make_app(lease_s=1.5, heartbeat_s=0.2)
+    # A lease 25 heartbeats long: only a machine that stalls a thread for 5 s could lose it.
+    app = make_app(lease_s=5, heartbeat_s=0.2)
     client = app.test_client()
     owner = _headers(client, make_user, Role.OWNER)
     buyer = _headers(client, make_user, Role.RESEARCHER)
@@ -228,8 +229,8 @@ def test_heartbeats_from_a_thread_keep_a_slow_preparation_alive(
     worker = threading.Thread(target=execute_run, args=(market, run_id))
     worker.start()
     _wait(lambda: _row(app, run_id).phase is RunPhase.DATA_TOUCHED, "the data to be touched")
-    # Four lease lengths in the slow phase: the heartbeat thread keeps the lease.
-    until = time.monotonic() + 6
+    # Over two lease lengths in the slow phase: the heartbeat thread keeps the lease.
+    until = time.monotonic() + 11
     while time.monotonic() < until:
         assert lifecycle.reap_lost_runs(market) == []
         time.sleep(0.3)
