@@ -28,8 +28,9 @@ from privacy.vault import init_keydir
 from tests.catalog.conftest import cancer_rows, metadata, to_csv
 from tests.conftest import app_overrides
 from tests.trading.conftest import quote_body
+from tests.trading.test_worker_process import wait_until
 
-WAIT_S = 600  # generous: a busy machine only makes the wait longer, never the test fail
+WAIT_S = 600.0  # generous: a busy machine only makes the wait longer, never the test fail
 
 ONE_RUN_BUDGET = {"epsilon_total": 1.0, "delta": 1e-5, "max_epsilon_per_run": 1.0}
 
@@ -94,13 +95,18 @@ def _releases(app: Any, run_id: str) -> list[PrivacyRelease]:
 
 
 def _wait(predicate: Any, what: str) -> Any:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_until(predicate, WAIT_S, what)
+
+
+def _marketplace(make_app: Any, make_user: Any, **trading: Any) -> tuple[Any, Any, Any, str]:
+    """An app with these trading settings, a buyer's headers and a listed one-run dataset."""
+    from market.accounts.models import Role
+
+    app = make_app(**trading)
+    client = app.test_client()
+    owner = _headers(client, make_user, Role.OWNER)
+    buyer = _headers(client, make_user, Role.RESEARCHER)
+    return app, client, buyer, _listed(client, owner)
 
 
 def _delivered_epsilon(app: Any, dataset_id: str) -> float:
@@ -119,14 +125,8 @@ def _delivered_epsilon(app: Any, dataset_id: str) -> float:
 def test_a_run_reaped_while_its_worker_prepares_is_charged_and_never_delivered(
     tmp_path, make_app, make_user, monkeypatch
 ) -> None:
-    from market.accounts.models import Role
-
     # No heartbeat inside the lease (a frozen or starved worker): the reaper will fire.
-    app = make_app(lease_s=1, heartbeat_s=3600)
-    client = app.test_client()
-    owner = _headers(client, make_user, Role.OWNER)
-    buyer = _headers(client, make_user, Role.RESEARCHER)
-    dataset_id = _listed(client, owner)
+    app, client, buyer, dataset_id = _marketplace(make_app, make_user, lease_s=1, heartbeat_s=3600)
     first = _buy(client, buyer, dataset_id)
     assert first.status_code == 202, first.get_json()
     run_id = first.get_json()["id"]
@@ -169,13 +169,7 @@ def test_a_run_reaped_while_its_worker_prepares_is_charged_and_never_delivered(
 def test_a_run_reaped_mid_training_is_not_overwritten_to_succeeded(
     tmp_path, make_app, make_user
 ) -> None:
-    from market.accounts.models import Role
-
-    app = make_app(lease_s=1, heartbeat_s=3600)
-    client = app.test_client()
-    owner = _headers(client, make_user, Role.OWNER)
-    buyer = _headers(client, make_user, Role.RESEARCHER)
-    dataset_id = _listed(client, owner)
+    app, client, buyer, dataset_id = _marketplace(make_app, make_user, lease_s=1, heartbeat_s=3600)
     bought = _buy(
         client, buyer, dataset_id, epochs=400, model={"template": "mlp", "hidden": [256, 256]}
     )
@@ -214,14 +208,8 @@ def _quote_plan(app: Any, run: Run) -> dict[str, Any]:
 def test_heartbeats_from_a_thread_keep_a_slow_preparation_alive(
     tmp_path, database_url, make_app, make_user, monkeypatch
 ) -> None:
-    from market.accounts.models import Role
-
     # A lease 25 heartbeats long: only a machine that stalls a thread for 5 s could lose it.
-    app = make_app(lease_s=5, heartbeat_s=0.2)
-    client = app.test_client()
-    owner = _headers(client, make_user, Role.OWNER)
-    buyer = _headers(client, make_user, Role.RESEARCHER)
-    dataset_id = _listed(client, owner)
+    app, client, buyer, dataset_id = _marketplace(make_app, make_user, lease_s=5, heartbeat_s=0.2)
     run_id = _buy(client, buyer, dataset_id).get_json()["id"]
     go = tmp_path / "go"
     monkeypatch.setenv("MARKET_FAILPOINTS", f"data_touched=@{go}")
@@ -245,13 +233,7 @@ def test_heartbeats_from_a_thread_keep_a_slow_preparation_alive(
 def test_every_worker_write_is_fenced_by_the_lease_token(
     tmp_path, database_url, make_app, make_user
 ) -> None:
-    from market.accounts.models import Role
-
-    app = make_app()
-    client = app.test_client()
-    owner = _headers(client, make_user, Role.OWNER)
-    buyer = _headers(client, make_user, Role.RESEARCHER)
-    dataset_id = _listed(client, owner)
+    app, client, buyer, dataset_id = _marketplace(make_app, make_user)
     run_id = _buy(client, buyer, dataset_id).get_json()["id"]
     market = app.extensions["market"]
     claimed = lifecycle.claim(market, run_id)
