@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, make_instance, write_json  # noqa: E402
+from _common import ROOT, free_port, make_instance, stop, write_json  # noqa: E402
 
 READY_DEADLINE_S = 600.0
 
@@ -48,12 +46,6 @@ app = Flask(__name__)
 def hello():
     return jsonify(hello="world")
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def serve(
@@ -124,15 +116,6 @@ def load(url: str, headers: dict[str, str], *, seconds: float, concurrency: int)
         "p99_ms": 1000 * p99,
         "max_ms": 1000 * flat[-1],
     }
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def main() -> int:

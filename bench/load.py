@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,16 +36,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PASSWORD, ROOT, write_json  # noqa: E402
+from _common import PASSWORD, ROOT, free_port, stop, write_json  # noqa: E402
 
 MIX = (("catalog", 0.4), ("dataset", 0.4), ("quote", 0.2))
 READY_DEADLINE_S = 600.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _env(home: Path, extra: dict[str, str]) -> dict[str, str]:
@@ -257,16 +249,6 @@ def run_load(
         "operations": {name: figures(latencies[name], errors[name]) for name in names},
         "error_samples": samples[:10],
     }
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _postgres_database(admin_url: str) -> tuple[str, Any] | None:
