@@ -37,9 +37,8 @@ import logging
 import socket
 import threading
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any
 
 from sqlmodel import Session, col, select
 
@@ -280,7 +279,7 @@ def reap_lost_runs(market: Services) -> list[str]:
     return reaped
 
 
-def _reap(market: Services, run_id: str, *, cutoff: Any) -> bool:
+def _reap(market: Services, run_id: str, *, cutoff: datetime) -> bool:
     with market.database.write() as session:
         run = _locked(session, run_id)
         # Re-checked under the lock: a heartbeat may have landed since the query.
