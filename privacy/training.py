@@ -32,6 +32,15 @@ happens, and a row's contribution stays a function of that row alone, clipped to
 A failure after training starts raises ``TrainingError`` with a fixed message and the
 plan's full records as spent: never "stopped after k steps".
 
+Clipping modes. ``auto`` picks, from the model's layers alone, book-keeping clipping
+(``bk``, ``privacy.bookkeeping``: one backward pass, the clipped sum formed from each
+layer's activations and output gradients, Poisson samples drawn by geometric gaps in
+``privacy.sampling`` and one flat noise draw per step) where every trainable layer has a
+book-keeping rule, else Opacus's ghost clipping, else per-sample hooks; the mode used is
+in the result and the receipt (``grad_sample_mode``). All three release the same
+mechanism: the planned subsampled Gaussian with clipping norm C, divided by the expected
+batch. In BK mode a backward from any loss but the DP one raises (``_BKStep``).
+
 Ghost clipping. With ``grad_sample_mode="ghost"`` Opacus returns a *new* criterion and
 silently skips clipping if the original one is used. Here the original criterion is
 created inside the call to ``make_private`` and never bound to a name; the training loop
@@ -63,10 +72,12 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from privacy.accounting import ACCOUNTANTS, RDP_ORDERS, compose_epsilon
+from privacy.bookkeeping import BookkeepingDP
 from privacy.errors import AccountingError, PlanError, TrainingCancelled, TrainingError
 from privacy.records import GaussianRecord, MechanismRecord, SubsampledGaussianRecord
 from privacy.relation import NEIGHBOURING_RELATION
 from privacy.release import gaussian_noise_multiplier, gaussian_release
+from privacy.sampling import PoissonSampler
 
 __all__ = [
     "NEIGHBOURING_RELATION",
@@ -99,6 +110,8 @@ IGNORE_LABEL = -1
 #: 3x faster than batches of 256, with less memory. Ghost mode is unaffected.
 HOOKS_BUFFER_BYTES = 24 * 1024 * 1024
 OPTIMIZERS = ("adam", "sgd")
+#: ``auto`` is book-keeping, falling back to ghost and then hooks (module docstring).
+GRAD_SAMPLE_MODES = ("auto", "bk", "ghost", "hooks")
 #: Faults the self-audit injects to show it catches them (``AuditHooks.fault``).
 AUDIT_FAULTS = ("skip_clipping", "no_noise", "half_noise")
 
@@ -517,12 +530,7 @@ class _PrivateStep:
     ) -> None:
         self.engine = PrivacyEngine(accountant="prv" if plan.accountant == "prv" else "rdp")
         params = [p for p in module.parameters() if p.requires_grad]
-        base: torch.optim.Optimizer
-        if optimizer == "adam":
-            base = torch.optim.Adam(params, lr=learning_rate)
-        else:
-            momentum = 0.9 if audit is None else 0.0
-            base = torch.optim.SGD(params, lr=learning_rate, momentum=momentum)
+        base = _base_optimizer(params, optimizer, learning_rate, audit)
         seed = secrets.randbits(63) if audit is None else audit.seed + 1
         noise = torch.Generator().manual_seed(seed)
         common: dict[str, Any] = {
@@ -567,6 +575,71 @@ class _PrivateStep:
     @property
     def inner(self) -> nn.Module:
         return self.model._module
+
+
+def _base_optimizer(
+    params: list[nn.Parameter], optimizer: str, learning_rate: float, audit: AuditHooks | None
+) -> torch.optim.Optimizer:
+    if optimizer == "adam":
+        return torch.optim.Adam(params, lr=learning_rate)
+    momentum = 0.9 if audit is None else 0.0
+    return torch.optim.SGD(params, lr=learning_rate, momentum=momentum)
+
+
+class _BKStep:
+    """Book-keeping clipping (``privacy.bookkeeping``) bound to its optimizer, sampler
+    generator and accountant. The only loss reachable is ``BookkeepingDP.loss``; a
+    backward from any other loss raises instead of skipping clipping."""
+
+    mode = "bk"
+
+    def __init__(
+        self,
+        *,
+        module: nn.Module,
+        plan: RunPlan,
+        learning_rate: float,
+        optimizer: str,
+        input_shape: tuple[int, ...],
+        audit: AuditHooks | None = None,
+    ) -> None:
+        noise = torch.Generator().manual_seed(
+            secrets.randbits(63) if audit is None else audit.seed + 1
+        )
+        self.bk = BookkeepingDP(
+            module,
+            max_grad_norm=plan.max_grad_norm,
+            noise_multiplier=plan.noise_multiplier,
+            # The mean is over the expected *training* rows of a batch (public).
+            expected_batch_size=max(1, round(plan.sample_rate * plan.train_rows)),
+            noise_generator=noise,
+            ignore_index=IGNORE_LABEL,
+            fault=None if audit is None else audit.fault,
+        )
+        self.bk.probe(input_shape)
+        self.sampling = np.random.default_rng(
+            secrets.randbits(128) if audit is None else audit.seed
+        )
+        self.optimizer = _base_optimizer(self.bk.params, optimizer, learning_rate, audit)
+        self.engine = PrivacyEngine(accountant="prv" if plan.accountant == "prv" else "rdp")
+        self.plan = plan
+        self.model = module
+
+    def backward(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One physical batch: its clipped per-sample gradients join the sum."""
+        self.bk.loss(self.model(x), y).backward()
+
+    def finish_step(self) -> None:
+        """Noise the logical batch's clipped sum, step, and count the step."""
+        self.bk.add_noise()
+        self.optimizer.step()
+        self.engine.accountant.step(
+            noise_multiplier=self.plan.noise_multiplier, sample_rate=self.plan.sample_rate
+        )
+
+    @property
+    def inner(self) -> nn.Module:
+        return self.model
 
 
 def _guard_non_finite(model: Any, optimizer: Any, mode: str) -> None:
@@ -655,8 +728,8 @@ def train_private(
         progress: called as ``progress(step, steps, epsilon_so_far)`` at most every
             ``progress_interval_s`` seconds and after the last step.
         optimizer: ``adam`` or ``sgd`` (momentum 0.9).
-        grad_sample_mode: ``auto`` (ghost clipping, falling back to hooks if the model
-            cannot use it), ``ghost`` or ``hooks``.
+        grad_sample_mode: ``auto`` (book-keeping clipping, falling back to ghost and then
+            hooks when the model's layers need it), ``bk``, ``ghost`` or ``hooks``.
         num_threads: torch threads during training (1 on shared cores).
         cancel: when set (from another thread), training stops at the next physical batch
             with ``TrainingCancelled``.
@@ -673,8 +746,8 @@ def train_private(
         )
     if audit is not None and (optimizer != "sgd" or audit.fault not in (None, *AUDIT_FAULTS)):
         raise PlanError("an audit trains with sgd and a known fault", details={})
-    if grad_sample_mode not in ("auto", "ghost", "hooks"):
-        raise PlanError("grad_sample_mode must be auto, ghost or hooks", details={})
+    if grad_sample_mode not in GRAD_SAMPLE_MODES:
+        raise PlanError(f"grad_sample_mode must be one of {list(GRAD_SAMPLE_MODES)}", details={})
     if not (learning_rate > 0 and math.isfinite(learning_rate)):
         raise PlanError("learning_rate must be positive", details={"field": "learning_rate"})
     x_all, y_all = _as_tensors(features, labels, plan)
@@ -790,19 +863,26 @@ def _train(
         plan=plan,
         learning_rate=learning_rate,
         optimizer=optimizer,
-        loader=_loader(x_all, y_train, plan, None if audit is None else audit.seed),
+        loader=lambda: _loader(x_all, y_train, plan, None if audit is None else audit.seed),
         grad_sample_mode=grad_sample_mode,
+        input_shape=tuple(x_all.shape[1:]),
         audit=audit,
     )
-    if dp.mode == "hooks":
-        max_physical_batch_size = min(max_physical_batch_size, _hooks_batch_cap(model))
-    with warnings.catch_warnings():
-        # Opacus's per-sample hooks trigger this torch notice on every step when the
-        # input needs no gradient (it never does here); it says nothing about privacy.
-        warnings.filterwarnings("ignore", message="Full backward hook is firing")
-        steps = _run_epochs(
-            dp, plan, max_physical_batch_size, progress, progress_interval_s, cancel
-        )
+    if isinstance(dp, _BKStep):
+        steps = _run_bk_epochs(
+            dp, x_all, y_train, plan, max_physical_batch_size, progress, progress_interval_s,
+            cancel,
+        )  # fmt: skip
+    else:
+        if dp.mode == "hooks":
+            max_physical_batch_size = min(max_physical_batch_size, _hooks_batch_cap(model))
+        with warnings.catch_warnings():
+            # Opacus's per-sample hooks trigger this torch notice on every step when the
+            # input needs no gradient (it never does here); it says nothing about privacy.
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            steps = _run_epochs(
+                dp, plan, max_physical_batch_size, progress, progress_interval_s, cancel
+            )
     if steps != plan.steps:  # pragma: no cover - the sampler yields exactly the planned steps
         raise RuntimeError("the run did not take its planned steps")
     trained_s = time.perf_counter() - started
@@ -847,8 +927,7 @@ def _run_epochs(
 ) -> int:
     """The DP-SGD loop; returns the logical steps taken (always the planned number)."""
     steps = 0
-    last_report = -math.inf
-    interval = progress_interval_s
+    report = _Progress(plan, progress, progress_interval_s)
     for _ in range(plan.epochs):
         with BatchMemoryManager(
             data_loader=dp.data_loader,
@@ -856,25 +935,76 @@ def _run_epochs(
             optimizer=dp.optimizer,
         ) as physical:
             for x, y in physical:
-                if cancel is not None and cancel.is_set():
-                    raise TrainingCancelled("training was cancelled", details={})
+                _check_cancel(cancel)
                 if not dp.step(x, y):
                     continue
                 steps += 1
-                now = time.perf_counter()
-                if progress and (steps == plan.steps or now - last_report >= interval):
-                    spent = compose_epsilon(
-                        [plan.training_record(steps)],
-                        delta=plan.delta,
-                        accountant=plan.accountant,
-                    )
-                    progress(steps, plan.steps, spent)
-                    # PRV answers take up to seconds: unless every step was asked for
-                    # (interval 0), never spend over ~10% of the run on reports.
-                    if progress_interval_s > 0:
-                        cost = time.perf_counter() - now
-                        interval = max(progress_interval_s, 10 * cost)
-                    last_report = now
+                report(steps)
+    return steps
+
+
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise TrainingCancelled("training was cancelled", details={})
+
+
+class _Progress:
+    """Calls ``progress(step, steps, epsilon_so_far)`` at most every interval and after
+    the last step."""
+
+    def __init__(self, plan: RunPlan, progress: ProgressFn | None, interval_s: float) -> None:
+        self.plan = plan
+        self.progress = progress
+        self.interval_s = interval_s
+        self.interval = interval_s
+        self.last_report = -math.inf
+
+    def __call__(self, steps: int) -> None:
+        plan = self.plan
+        now = time.perf_counter()
+        if self.progress and (steps == plan.steps or now - self.last_report >= self.interval):
+            spent = compose_epsilon(
+                [plan.training_record(steps)], delta=plan.delta, accountant=plan.accountant
+            )
+            self.progress(steps, plan.steps, spent)
+            # PRV answers take up to seconds: unless every step was asked for
+            # (interval 0), never spend over ~10% of the run on reports.
+            if self.interval_s > 0:
+                cost = time.perf_counter() - now
+                self.interval = max(self.interval_s, 10 * cost)
+            self.last_report = now
+
+
+def _run_bk_epochs(
+    dp: _BKStep,
+    x_all: torch.Tensor,
+    y_train: torch.Tensor,
+    plan: RunPlan,
+    max_physical_batch_size: int,
+    progress: ProgressFn | None,
+    progress_interval_s: float,
+    cancel: threading.Event | None,
+) -> int:
+    """The BK loop: each logical Poisson batch (possibly empty: still a step) is split
+    into physical batches whose clipped sums accumulate; then one noise draw and a step."""
+    steps = 0
+    report = _Progress(plan, progress, progress_interval_s)
+    chunk = max(1, max_physical_batch_size)
+    for _ in range(plan.epochs):
+        for indices in PoissonSampler(
+            len(y_train), plan.sample_rate, plan.steps_per_epoch, dp.sampling
+        ):
+            _check_cancel(cancel)
+            dp.bk.zero_grad()
+            rows = torch.from_numpy(indices)
+            for start in range(0, len(rows), chunk):
+                if start:
+                    _check_cancel(cancel)
+                part = rows[start : start + chunk]
+                dp.backward(x_all.index_select(0, part), y_train.index_select(0, part))
+            dp.finish_step()
+            steps += 1
+            report(steps)
     return steps
 
 
@@ -891,22 +1021,32 @@ def _privatize(
     plan: RunPlan,
     learning_rate: float,
     optimizer: str,
-    loader: DataLoader,
+    loader: Callable[[], DataLoader],
     grad_sample_mode: str,
+    input_shape: tuple[int, ...],
     audit: AuditHooks | None = None,
-) -> _PrivateStep:
-    """Ghost clipping where the model allows it, else per-sample hooks (decided by the
-    model's layers alone, never by the data)."""
-    modes = ["ghost", "hooks"] if grad_sample_mode == "auto" else [grad_sample_mode]
+) -> _PrivateStep | _BKStep:
+    """Book-keeping clipping where every layer allows it, else ghost clipping, else
+    per-sample hooks (decided by the model's layers alone, never by the data)."""
+    modes = ["bk", "ghost", "hooks"] if grad_sample_mode == "auto" else [grad_sample_mode]
     failure: Exception | None = None
     for mode in modes:
         try:
+            if mode == "bk":
+                return _BKStep(
+                    module=copy.deepcopy(model).train(),
+                    plan=plan,
+                    learning_rate=learning_rate,
+                    optimizer=optimizer,
+                    input_shape=input_shape,
+                    audit=audit,
+                )
             return _PrivateStep(
                 module=copy.deepcopy(model).train(),
                 plan=plan,
                 learning_rate=learning_rate,
                 optimizer=optimizer,
-                loader=loader,
+                loader=loader(),
                 mode=mode,
                 audit=audit,
             )

@@ -62,7 +62,7 @@ def test_real_pipeline_passes(family: str, epsilon: float) -> None:
     assert report.verdict == NOT_REFUTED, report.summary()
     assert report.lower_bound <= report.claim_epsilon
     assert 0.85 <= report.spread_ratio <= 1.15
-    assert report.grad_sample_mode == "ghost"
+    assert report.grad_sample_mode == "bk"
 
 
 @pytest.mark.slow
@@ -81,11 +81,19 @@ def test_faults_are_flagged(family: str, epsilon: float, fault: str) -> None:
 
 
 @pytest.mark.slow
-def test_hooks_mode_catches_skipped_clipping() -> None:
-    settings = AuditSettings(grad_sample_mode="hooks", fault="skip_clipping", **SMALL)
+@pytest.mark.parametrize("mode", ["ghost", "hooks"])
+def test_other_modes_catch_skipped_clipping(mode: str) -> None:
+    settings = AuditSettings(grad_sample_mode=mode, fault="skip_clipping", **SMALL)
     report = run_audit(settings)
-    assert report.grad_sample_mode == "hooks"
+    assert report.grad_sample_mode == mode
     assert report.verdict == REFUTED
+
+
+@pytest.mark.slow
+def test_ghost_mode_passes() -> None:
+    report = run_audit(AuditSettings(grad_sample_mode="ghost", epsilon=1.0, **SMALL))
+    assert report.grad_sample_mode == "ghost"
+    assert report.verdict == NOT_REFUTED, report.summary()
 
 
 def test_report_is_canonical_json() -> None:

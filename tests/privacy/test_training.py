@@ -148,7 +148,7 @@ def test_seed_model_trains_with_dp_on_digits_within_budget(digits, seed_model_sp
         progress_interval_s=0.0,
     )
     assert result.steps == plan.steps
-    assert result.grad_sample_mode == "ghost"
+    assert result.grad_sample_mode == "bk"
     # Opacus's own accountant, for the steps it counted.
     assert result.epsilon_training <= plan.epsilon
     assert result.epsilon <= plan.epsilon
@@ -282,7 +282,7 @@ OUTLIER_MODELS = {
 
 
 @pytest.mark.parametrize("physical", [256, 7])  # 7: one logical batch, six physical ones
-@pytest.mark.parametrize("mode", ["ghost", "hooks"])
+@pytest.mark.parametrize("mode", ["bk", "ghost", "hooks"])
 @pytest.mark.parametrize("kind", sorted(OUTLIER_MODELS))
 def test_outlier_update_is_bounded_by_the_clipping_norm(kind, mode, physical):
     spec, shape = OUTLIER_MODELS[kind]
@@ -403,7 +403,7 @@ ALL_LAYERS = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("mode", ["auto", "hooks"])
+@pytest.mark.parametrize("mode", ["auto", "ghost", "hooks"])
 @pytest.mark.parametrize("name", sorted(ALL_LAYERS))
 def test_every_allowed_layer_trains_under_dp(name, mode):
     spec, shape = ALL_LAYERS[name]
@@ -417,7 +417,7 @@ def test_every_allowed_layer_trains_under_dp(name, mode):
     result = train_private(
         model=model, features=x, labels=y, plan=plan, learning_rate=0.01, grad_sample_mode=mode
     )
-    assert result.grad_sample_mode == ("ghost" if mode == "auto" else "hooks")
+    assert result.grad_sample_mode == ("bk" if mode == "auto" else mode)
     assert result.steps == plan.steps
 
 
