@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from market.accounts.settings import AccountsSettings, MailSettings
 from market.costing.settings import CostingSettings
 from market.errors import ConfigurationError
 
@@ -138,6 +139,8 @@ class Settings(_Section):
     trading: TradingSettings = TradingSettings()
     audit: AuditSettings = AuditSettings()
     ops: OpsSettings = OpsSettings()
+    accounts: AccountsSettings = AccountsSettings()
+    mail: MailSettings = MailSettings()
     # No code defaults: every coefficient is declared, with its source, in default.toml.
     costing: CostingSettings
 
@@ -174,6 +177,12 @@ class Settings(_Section):
         if self.trading.models_dir:
             return Path(self.trading.models_dir).expanduser().resolve()
         return self.home / "models"
+
+    @property
+    def outbox_dir(self) -> Path:
+        if self.mail.outbox_dir:
+            return Path(self.mail.outbox_dir).expanduser().resolve()
+        return self.home / "outbox"
 
     @property
     def queue_file(self) -> Path:

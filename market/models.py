@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import SQLModel
 
-from market.accounts.models import ApiToken, User
+from market.accounts.models import ApiToken, MailToken, User
 from market.audit.models import AuditEntry, AuditHead, Checkpoint
 from market.catalog.models import Dataset, DatasetTag
 from market.ops.models import WorkerHeartbeat
@@ -20,6 +20,7 @@ __all__ = [
     "Checkpoint",
     "Dataset",
     "DatasetTag",
+    "MailToken",
     "PrivacyRelease",
     "Quote",
     "Run",

@@ -14,7 +14,9 @@ from datetime import datetime, timedelta
 from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
+from market.accounts.errors import AccountPending, EmailUnverified
 from market.accounts.models import ApiToken, Role, User, UserCreate
+from market.accounts.policy import check_password
 from market.audit import log as audit
 from market.db import utcnow
 from market.errors import (
@@ -29,6 +31,8 @@ from market.errors import (
 from market.interfaces import PasswordHasher
 
 TOKEN_PREFIX = "mkt_"
+#: The roles that move data and money: acting in them needs approval and a verified address.
+TRADING_ROLES = frozenset({Role.OWNER, Role.RESEARCHER})
 
 
 def normalise_email(email: str) -> str:
@@ -42,39 +46,83 @@ def create_user(
     role: Role | str,
     password: str,
     passwords: PasswordHasher,
+    actor_id: int | None = None,
+    approved: bool = True,
+    verified: bool = True,
+    kind: str = "user.created",
 ) -> User:
-    """Add an account; e-mails are unique case-insensitively."""
+    """Add an account; e-mails are unique case-insensitively.
+
+    An account an admin (or the command line) makes is approved and its address taken as
+    verified; a self sign-up (market.accounts.onboarding) passes ``verified=False`` and,
+    when sign-ups wait for approval, ``approved=False``.
+    """
+    check_password(password, email=normalise_email(email))
     try:
         data = UserCreate.model_validate(
             {"email": normalise_email(email), "role": role, "password": password}
         )
     except ValidationError as exc:
+        fields = field_errors(exc)
         raise ValidationFailed(
-            "the account details are not valid",
-            details={"fields": field_errors(exc)},
+            "the account details are not valid: "
+            + "; ".join(f"{f['field']}: {f['message']}" for f in fields),
+            details={"fields": fields},
         ) from exc
     if session.exec(select(User).where(User.email == data.email)).first() is not None:
         raise Conflict(f"an account for {data.email} already exists", details={"email": data.email})
     user = User.model_validate(
-        {"email": data.email, "role": data.role}, update={"password_hash": passwords.hash(password)}
+        {"email": data.email, "role": data.role},
+        update={
+            "password_hash": passwords.hash(password),
+            "is_approved": approved,
+            "email_verified_at": utcnow() if verified else None,
+        },
     )
     session.add(user)
     session.flush()
     audit.append(
         session,
-        kind="user.created",
+        kind=kind,
         subject=user.id or 0,
-        actor_id=None,
-        data={"email": user.email, "role": user.role.value},
+        actor_id=actor_id,
+        data={"email": user.email, "role": user.role.value, "status": user.status.value},
     )
     return user
 
 
-def set_password(session: Session, *, user: User, password: str, passwords: PasswordHasher) -> None:
-    if len(password) < 12:
-        raise ValidationFailed("a password needs at least 12 characters")
+def set_password(
+    session: Session,
+    *,
+    user: User,
+    password: str,
+    passwords: PasswordHasher,
+    keep_token_id: int | None = None,
+) -> int:
+    """Give the account a new password (after the policy's check) and end everything that
+    was signed in with the old one: every web session and every API token but
+    ``keep_token_id`` (the token of the request that changes it, if any). Returns how many
+    tokens were revoked."""
+    check_password(password, email=user.email, field="new_password")
     user.password_hash = passwords.hash(password)
     end_sessions(session, user=user)
+    return revoke_tokens(session, user=user, keep_token_id=keep_token_id)
+
+
+def revoke_tokens(session: Session, *, user: User, keep_token_id: int | None = None) -> int:
+    """Revoke every live API token of ``user`` (but ``keep_token_id``); how many were."""
+    now = utcnow()
+    live = session.exec(
+        select(ApiToken).where(ApiToken.user_id == user.id, col(ApiToken.revoked_at).is_(None))
+    ).all()
+    revoked = 0
+    for token in live:
+        if token.id == keep_token_id:
+            continue
+        token.revoked_at = now
+        session.add(token)
+        revoked += 1
+    return revoked
 
 
 def end_sessions(session: Session, *, user: User) -> None:
@@ -92,14 +140,7 @@ def set_active(session: Session, *, user: User, active: bool, actor_id: int | No
     """
     revoked = 0
     if user.is_active and not active:
-        now = utcnow()
-        live = session.exec(
-            select(ApiToken).where(ApiToken.user_id == user.id, col(ApiToken.revoked_at).is_(None))
-        ).all()
-        for token in live:
-            token.revoked_at = now
-            session.add(token)
-        revoked = len(live)
+        revoked = revoke_tokens(session, user=user)
     if user.is_active != active:
         user.is_active = active
         end_sessions(session, user=user)
@@ -140,7 +181,9 @@ def authenticate(session: Session, *, email: str, password: str, passwords: Pass
     """The active user with this e-mail and password, rehashing if parameters rose.
 
     Unknown e-mail, wrong password and a disabled account all get the same error and take
-    the same time, so the answer reveals nothing about which accounts exist.
+    the same time, so the answer reveals nothing about which accounts exist. An account that
+    waits for approval is told so (AccountPending), but only to somebody who knows its
+    password.
     """
     user = session.exec(select(User).where(User.email == normalise_email(email))).first()
     if user is None:
@@ -148,6 +191,11 @@ def authenticate(session: Session, *, email: str, password: str, passwords: Pass
         raise InvalidCredentials("the e-mail or password is wrong")
     if not passwords.verify(user.password_hash, password) or not user.is_active:
         raise InvalidCredentials("the e-mail or password is wrong")
+    if not user.is_approved:
+        raise AccountPending(
+            "this account waits for an administrator's approval; you can sign in once it "
+            "is approved"
+        )
     if passwords.needs_rehash(user.password_hash):
         user.password_hash = passwords.hash(password)
     user.last_login_at = utcnow()
@@ -155,17 +203,27 @@ def authenticate(session: Session, *, email: str, password: str, passwords: Pass
     return user
 
 
-def list_users(session: Session, *, actor: User) -> list[User]:
-    require_role(actor, Role.ADMIN)
-    return list(session.exec(select(User).order_by(col(User.id))).all())
-
-
 def require_role(actor: User, *roles: Role) -> None:
-    """Refuse unless ``actor`` holds one of ``roles`` (admins hold every role)."""
-    if actor.role == Role.ADMIN or actor.role in roles:
+    """Refuse unless ``actor`` holds one of ``roles`` (admins hold every role).
+
+    Owners and researchers list data and buy runs: acting in those roles also needs an
+    approved account and a verified e-mail address (403 ``account_pending`` or
+    ``email_unverified``), so a sign-up cannot trade before it is vouched for.
+    """
+    if actor.role == Role.ADMIN:
         return
-    wanted = " or ".join(r.value for r in roles)
-    raise PermissionDenied(f"this needs the {wanted} role", details={"role": actor.role})
+    if actor.role not in roles:
+        wanted = " or ".join(r.value for r in roles)
+        raise PermissionDenied(f"this needs the {wanted} role", details={"role": actor.role})
+    if actor.role in TRADING_ROLES:
+        if not actor.is_approved:
+            raise AccountPending("this account waits for an administrator's approval")
+        if actor.email_verified_at is None:
+            raise EmailUnverified(
+                f"verify your e-mail address first: follow the link we sent to {actor.email} "
+                "(your account page sends a new one)",
+                details={"email": actor.email},
+            )
 
 
 @dataclass(frozen=True)
@@ -210,6 +268,12 @@ def resolve_token(session: Session, secret: str, *, now: datetime) -> tuple[User
     ):
         raise AuthenticationRequired("the token is unknown, expired or revoked")
     return user, token
+
+
+def token_id_of(session: Session, secret: str) -> int | None:
+    """The id of the token with this secret, if any (no check of its state)."""
+    token = session.exec(select(ApiToken).where(ApiToken.token_hash == hash_token(secret))).first()
+    return token.id if token is not None else None
 
 
 def touch_token(session: Session, *, token_id: int, now: datetime) -> None:
