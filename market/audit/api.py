@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response
+from flask import Response, stream_with_context
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
 
@@ -16,7 +16,7 @@ from market.accounts.models import Role
 from market.api import API_V1, BEARER
 from market.api.auth import api_login_required, caller
 from market.api.schemas import COMMON_ERRORS, ID_MAX, INT64_MAX
-from market.audit import canonical, log, signing
+from market.audit import canonical, export, log, signing
 from market.extensions import csrf
 from market.services import services
 from market.visibility import audit_subjects_visible_to
@@ -264,6 +264,29 @@ def privacy_reports():
     with services().database.read() as session:
         items = latest_privacy_reports(session)
     return PrivacyReports(items=items).model_dump(mode="json")
+
+
+@api.get(
+    "/export",
+    summary="The signed log as `market audit export` writes it (JSON Lines)",
+    security=BEARER,
+    responses={
+        200: {
+            "description": "Header, checkpoints, then every entry up to a freshly signed "
+            "checkpoint; verify with `market audit verify`.",
+            "content": {"application/jsonl": {"schema": {"type": "string"}}},
+        }
+    },
+)
+@api_login_required(Role.AUDITOR)
+def export_log():
+    market = services()
+    size = export.sign_for_export(market.database, market.settings)
+    return Response(
+        stream_with_context(export.export_lines(market.database, market.settings, size)),
+        mimetype="application/jsonl",
+        headers={"Content-Disposition": f'attachment; filename="audit-log-{size}.jsonl"'},
+    )
 
 
 @api.get(

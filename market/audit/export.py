@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from sqlmodel import col, select
@@ -37,14 +38,21 @@ from market.db import Database, utcnow
 FORMAT = "market-audit-log/1"
 
 
-def export_log(database: Database, settings: Settings, out: Path) -> int:
-    """Write the export to ``out`` (atomically: a partial file never appears); returns n."""
+def sign_for_export(database: Database, settings: Settings) -> int:
+    """Sign a checkpoint of the current log (its own short write) and return its size."""
     with database.write() as session:
-        latest = log.checkpoint(session, settings)
-        size = latest.tree_size
+        return log.checkpoint(session, settings).tree_size
+
+
+def export_lines(database: Database, settings: Settings, size: int) -> Iterator[str]:
+    """The export's lines (each ending in a newline) up to a signed ``size``.
+
+    ``market audit export`` writes them to a file; the auditor's download on the web streams
+    them, so both give the same bytes but for ``exported_at``. Raises RuntimeError when the
+    log holds fewer entries than the checkpoint covers (nothing valid can be produced).
+    """
     public_pem = signing.public_key_pem(signing.load_signing_key(settings).public_key())
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    with database.read() as session, tmp.open("w", encoding="utf-8") as handle:
+    with database.read() as session:
         header = {
             "type": "header",
             "format": FORMAT,
@@ -53,24 +61,36 @@ def export_log(database: Database, settings: Settings, out: Path) -> int:
             "public_key": public_pem,
             "exported_at": format_time(utcnow()),
         }
-        handle.write(json.dumps(header, ensure_ascii=False) + "\n")
+        yield json.dumps(header, ensure_ascii=False) + "\n"
         checkpoints = session.exec(
             select(Checkpoint)
             .where(col(Checkpoint.tree_size) <= size)
             .order_by(col(Checkpoint.tree_size), col(Checkpoint.id))
         )
-        for row in checkpoints:
+        for row in list(checkpoints):
             line = {"type": "checkpoint", **log.checkpoint_json(row)}
-            handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+            yield json.dumps(line, ensure_ascii=False) + "\n"
         written = 0
         for entry in log.iter_entries(session, up_to=size):
             line = {"type": "entry", "leaf_hash": entry.leaf_hash, "entry": entry.canonical}
-            handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+            yield json.dumps(line, ensure_ascii=False) + "\n"
             written += 1
-        handle.flush()
-        os.fsync(handle.fileno())
     if written != size:
-        tmp.unlink()
         raise RuntimeError(f"the log has {written} entries up to its checkpoint of size {size}")
+
+
+def export_log(database: Database, settings: Settings, out: Path) -> int:
+    """Write the export to ``out`` (atomically: a partial file never appears); returns n."""
+    size = sign_for_export(database, settings)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            for line in export_lines(database, settings, size):
+                handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, out)
     return size

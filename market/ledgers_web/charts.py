@@ -164,7 +164,7 @@ def epsilon_steps(
         ax.set_ylim(0, top * 1.12 if top > 0 else 1)
         ax.set_xlim(0.5, max(len(xs), 1) + 0.5)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("release (ledger order)")
+        ax.set_xlabel("release # (the table's # column)")
         ax.set_ylabel("composed ε")
         fig.legend(loc="outside upper right", ncols=2, frameon=False)
         svg = _render(fig)

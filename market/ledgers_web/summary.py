@@ -86,8 +86,11 @@ def mechanism_summary(records: Sequence[MechanismRecord]) -> list[str]:
     return lines
 
 
-def privacy_datasets(session: Session, *, actor: User) -> list[dict[str, Any]]:
-    """The datasets whose privacy ledger ``actor`` may read, with their release counts."""
+def privacy_datasets(
+    session: Session, *, actor: User, accountant: str = "rdp"
+) -> list[dict[str, Any]]:
+    """The datasets whose privacy ledger ``actor`` may read, with their release counts and
+    the epsilon committed (composed by ``accountant``) against each total."""
     if not may_list_privacy_ledgers(actor):
         raise PermissionDenied("the privacy ledger is for auditors and dataset owners")
     statement = ledger_datasets_visible_to(select(Dataset).order_by(col(Dataset.created_at)), actor)
@@ -106,6 +109,7 @@ def privacy_datasets(session: Session, *, actor: User) -> list[dict[str, Any]]:
             "status": d.status.value,
             "owner_id": d.owner_id,
             "epsilon_total": d.epsilon_total,
+            "epsilon_committed": budget_of(session, d, accountant=accountant).epsilon_spent,
             "releases": counts[d.id],
         }
         for d in datasets
@@ -132,14 +136,21 @@ def privacy_csv(releases: list[PrivacyRelease]) -> str:
 
 def release_rows(releases: list[PrivacyRelease]) -> list[dict[str, Any]]:
     """The page's table: every release, and whether it counts against the budget."""
-    return [
-        {
-            **ledgers.release_row(r),
-            "mechanisms": mechanism_summary(r.records),
-            "counts": r.state in COUNTED,
-        }
-        for r in releases
-    ]
+    rows = []
+    point = 0
+    for r in releases:
+        counts = r.state in COUNTED
+        point += counts
+        rows.append(
+            {
+                **ledgers.release_row(r),
+                "mechanisms": mechanism_summary(r.records),
+                "counts": counts,
+                # The chart plots counted releases 1, 2, 3...: the table numbers them alike.
+                "point": point if counts else None,
+            }
+        )
+    return rows
 
 
 def counted_epsilons(releases: list[PrivacyRelease]) -> list[float]:

@@ -11,15 +11,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Blueprint, Response, render_template
+from flask import Blueprint, Response, render_template, request, stream_with_context
 from flask_login import current_user, login_required
 from markupsafe import Markup
 
 from market import audit
 from market.accounts.models import Role, User
 from market.accounts.services import require_role
-from market.audit import log, signing
-from market.ledgers_web import summary
+from market.audit import export, log, signing
+from market.ledgers_web import entries, summary
 from market.services import services
 from market.trading import ledgers
 
@@ -60,8 +60,11 @@ def _json(value: Any) -> str:
 @bp.get("/ledger/privacy")
 @login_required
 def privacy_index() -> str:
-    with services().database.read() as session:
-        datasets = summary.privacy_datasets(session, actor=_user())
+    market = services()
+    with market.database.read() as session:
+        datasets = summary.privacy_datasets(
+            session, actor=_user(), accountant=market.settings.trading.accountant
+        )
     return render_template("ledger_privacy.html", datasets=datasets, dataset=None)
 
 
@@ -186,6 +189,37 @@ def audit_page() -> str:
     with services().database.read() as session:
         reports = latest_privacy_reports(session)
     return render_template("audit.html", checkpoint=checkpoint, tree_size=size, reports=reports)
+
+
+@bp.get("/audit/log.jsonl")
+@login_required
+def audit_log_download() -> Response:
+    """The signed log as ``market audit export`` writes it, streamed: a checkpoint of the
+    current size is signed first, so the file is covered by a signature it contains."""
+    require_role(_user(), Role.AUDITOR)
+    market = services()
+    size = export.sign_for_export(market.database, market.settings)
+    lines = export.export_lines(market.database, market.settings, size)
+    return Response(
+        stream_with_context(lines),
+        mimetype="application/jsonl",
+        headers={
+            "Content-Disposition": f'attachment; filename="audit-log-{size}.jsonl"',
+            "Cache-Control": "private, no-store",
+        },
+    )
+
+
+@bp.get("/audit/entries")
+@login_required
+def audit_entries_page() -> str:
+    """Browse the log: filter by kind, subject and date (UTC days), newest first, paged."""
+    require_role(_user(), Role.AUDITOR)
+    filters = entries.EntryFilters.from_args(request.args)
+    with services().database.read() as session:
+        found = entries.browse(session, filters)
+        kinds = entries.kinds(session)
+    return render_template("audit_entries.html", found=found, filters=filters, kinds=kinds)
 
 
 @bp.get("/audit/public-key.pem")
