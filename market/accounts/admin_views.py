@@ -22,6 +22,13 @@ from market.services import services
 
 admin_bp = Blueprint("accounts_admin", __name__)
 
+
+@admin_bp.after_request
+def _no_store(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 PAGE_SIZE = 100
 
 

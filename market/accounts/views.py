@@ -35,6 +35,14 @@ from market.services import services
 bp = Blueprint("accounts", __name__)
 
 
+@bp.after_request
+def _no_store(response: Response) -> Response:
+    """Pages with one-time links, passwords and tokens are never cached (a shared
+    computer's back button must not show them)."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def _safe_next(target: str | None) -> str:
     """Only same-site relative paths: an open redirect would help phishing."""
     if target and target.startswith("/") and not target.startswith("//"):

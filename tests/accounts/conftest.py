@@ -21,6 +21,10 @@ from privacy.vault import init_keydir
 from tests.conftest import app_overrides
 from tests.helpers import csrf_token_from
 
+# The browser fixtures (Debian's Chromium through Playwright, a served instance) are the web
+# tests' own, shared rather than copied.
+from tests.web.test_browser import live_server, page  # noqa: F401
+
 LINK = re.compile(r"https?://[^\s/]+(/(?:verify-email|password/reset)/[A-Za-z0-9_-]+)")
 #: A password the policy accepts, different from the suite's TEST_PASSWORD.
 NEW_PASSWORD = "violet tractor under moonlight"
@@ -81,10 +85,13 @@ def web_login(client: FlaskClient, email: str, password: str) -> Any:
     return client.post("/login", data={"email": email, "password": password, "csrf_token": token})
 
 
-def post_form(client: FlaskClient, page: str, data: dict[str, str], action: str | None = None):
-    """Submit the form found at ``page`` (with its CSRF token) to ``action`` (default: page)."""
-    token = csrf_token_from(client, page)
-    return client.post(action or page, data={**data, "csrf_token": token})
+def post_form(
+    client: FlaskClient, form_page: str, data: dict[str, str], action: str | None = None
+) -> Any:
+    """Submit the form found at ``form_page`` (with its CSRF token) to ``action`` (default:
+    the same page)."""
+    token = csrf_token_from(client, form_page)
+    return client.post(action or form_page, data={**data, "csrf_token": token})
 
 
 def sign_up(client: FlaskClient, email: str, role: str = "researcher", password: str = ""):
