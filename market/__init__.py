@@ -60,6 +60,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> OpenAPI:
         ledgers_web,
         ops,
         security,
+        sharing,
+        statements,
         trading,
         web,
     )
@@ -99,6 +101,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> OpenAPI:
     accounts.init_app(app)
     catalog.init_app(app)
     trading.init_app(app)
+    sharing.init_app(app)
+    statements.init_app(app)
     ledgers_web.init_app(app)
     audit.init_app(app)
     return app

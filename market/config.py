@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from market.accounts.settings import AccountsSettings, MailSettings
 from market.costing.settings import CostingSettings
 from market.errors import ConfigurationError
+from market.sharing.settings import SharingSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "default.toml"
@@ -141,6 +142,7 @@ class Settings(_Section):
     ops: OpsSettings = OpsSettings()
     accounts: AccountsSettings = AccountsSettings()
     mail: MailSettings = MailSettings()
+    sharing: SharingSettings = SharingSettings()
     # No code defaults: every coefficient is declared, with its source, in default.toml.
     costing: CostingSettings
 

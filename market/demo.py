@@ -306,9 +306,17 @@ def held_back_accuracy(run: Run, dataset: DemoDataset) -> tuple[float, float]:
     return accuracy, majority
 
 
-def _quantity(value: Any) -> str:
-    """Receipts keep exact Decimal strings; three significant digits are enough to read."""
-    return f"{float(value):.3g}"
+def _energy(value: Any) -> str:
+    """Receipts keep exact Decimal strings; people read 23.2 mWh, not 2.32e-05 kWh."""
+    from market.costing.pricing import human_energy
+
+    return human_energy(str(value))
+
+
+def _emissions(value: Any) -> str:
+    from market.costing.pricing import human_emissions
+
+    return human_emissions(str(value))
 
 
 def _money(term: Any) -> str:
@@ -320,7 +328,7 @@ def print_quote(quote: Any, echo: Echo) -> None:
     echo(
         f"  quote {quote.id[:8]}: noise multiplier {m['noise_multiplier']:.3f}, sample rate "
         f"{m['sample_rate']:.4f}, {m['steps']} steps; estimated {e['seconds']:.1f} s, "
-        f"{_quantity(e['energy_kwh'])} kWh, {_quantity(e['emissions_kg'])} kg CO2e; "
+        f"{_energy(e['energy_kwh'])}, {_emissions(e['emissions_kg'])}; "
         f"price {quote.price}"
     )
 
@@ -344,7 +352,7 @@ def print_receipts(run: Run, echo: Echo) -> None:
     echo(f"  cost receipt ({measurement.get('method', '?')} energy measurement):")
     echo(
         f"    {float(measured['seconds']):.2f} s, average {float(measured['avg_power_w']):.1f} W, "
-        f"{_quantity(measured['energy_kwh'])} kWh, {_quantity(measured['emissions_kg'])} kg CO2e"
+        f"{_energy(measured['energy_kwh'])}, {_emissions(measured['emissions_kg'])}"
     )
     terms = ("compute", "energy", "environment", "royalty", "platform_fee", "total")
     echo(

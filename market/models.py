@@ -8,12 +8,14 @@ from market.accounts.models import ApiToken, MailToken, User
 from market.audit.models import AuditEntry, AuditHead, Checkpoint
 from market.catalog.models import Dataset, DatasetTag
 from market.ops.models import WorkerHeartbeat
+from market.sharing.models import Acquisition, SharedModel
 from market.trading.calibration import WorkerCalibration
 from market.trading.models import PrivacyRelease, Quote, Run
 
 metadata = SQLModel.metadata
 
 __all__ = [
+    "Acquisition",
     "ApiToken",
     "AuditEntry",
     "AuditHead",
@@ -24,6 +26,7 @@ __all__ = [
     "PrivacyRelease",
     "Quote",
     "Run",
+    "SharedModel",
     "User",
     "WorkerCalibration",
     "WorkerHeartbeat",

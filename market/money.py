@@ -14,6 +14,20 @@ minor unit (``to_minor``). The costing settings' ``minor_unit_digits`` must equa
 currency's exponent (``market.costing.settings`` checks it); ``quantize`` takes the digits
 so a receipt recorded with its digits prices again exactly (``market.audit.ledgers``).
 
+The accrual rule. A run's cost terms (compute, energy, environment, royalty, platform fee)
+are far below a cent on small runs, so they are *not* rounded to the minor unit per run:
+each is kept exactly to ``costing.accrual_digits`` places (9 by default, a nano-unit, well
+past the 1e-6 floor), half to even, and stored in its shortest form with at least the
+currency's minor digits (``accrue``: ``0.000049213``, ``2.50``). Those exact terms accrue per
+account and are rounded once, on the monthly statement (``round_statement``).
+
+The statement rule. A statement's total is the exact sum of its lines rounded once to the
+minor unit, half to even. Each printed line is its exact sum rounded to the minor unit by
+the largest-remainder method: every line is first rounded down, then the cents the total
+still needs go, one each, to the lines with the largest remainders (ties: the first line).
+So the printed lines add up to the printed total, each printed line is within one minor unit
+of its exact sum, and the total is never off by the accumulated rounding of its lines.
+
 Intermediate products are computed in a local decimal context of 28 significant digits
 (``money_context``), so no result depends on a context a caller set.
 
@@ -69,6 +83,45 @@ def quantize(amount: Decimal, minor_unit_digits: int) -> Decimal:
 def round_to_minor(amount: Decimal, currency: str) -> Decimal:
     """Round ``amount`` to the currency's minor unit, half to even."""
     return quantize(amount, exponent(currency))
+
+
+def accrue(amount: Decimal, accrual_digits: int, currency: str) -> Decimal:
+    """An exact term as accrued: ``accrual_digits`` places, half to even, then in its shortest
+    form that still shows the currency's minor digits (``2.500000000`` -> ``2.50``,
+    ``0.000049213``). Equal amounts always give the same string."""
+    exact = quantize(amount, accrual_digits)
+    short = exact.normalize(context=money_context())
+    minor = exponent(currency)
+    exp = short.as_tuple().exponent
+    if not isinstance(exp, int) or exp > -minor:
+        return exact.quantize(quantum(currency), context=money_context())
+    return short
+
+
+def round_statement(exact: list[Decimal], currency: str) -> tuple[list[Decimal], Decimal]:
+    """(printed lines, printed total) of non-negative exact line sums (the statement rule in
+    the module docstring): the total is the exact sum rounded once, half to even; the lines
+    are rounded by largest remainder so that they add up to it."""
+    ctx = money_context()
+    step = quantum(currency)
+    if any(line < 0 for line in exact):
+        raise ValueError("statement lines are non-negative sums")
+    total = round_to_minor(sum(exact, Decimal(0)), currency)
+    floors = [line.quantize(step, rounding=decimal.ROUND_FLOOR, context=ctx) for line in exact]
+    missing = int(ctx.divide(total - sum(floors, Decimal(0)), step))
+    order = sorted(range(len(exact)), key=lambda i: (-(exact[i] - floors[i]), i))
+    for i in order[:missing]:
+        floors[i] = floors[i] + step
+    return floors, total
+
+
+def format_amount(amount: Decimal | str, currency: str) -> str:
+    """An amount for people, as it is: never "0.00" for a non-zero amount (``0.000049 EUR``)."""
+    value = Decimal(str(amount))
+    exp = value.as_tuple().exponent
+    if not isinstance(exp, int):
+        raise ValueError(f"not an amount of money: {amount!r}")
+    return f"{accrue(value, max(-exp, exponent(currency)), currency)} {currency}"
 
 
 def to_decimal(value: float | int | str | Decimal) -> Decimal:

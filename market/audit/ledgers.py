@@ -44,7 +44,13 @@ PRIVACY_KINDS = frozenset({"privacy.reserved", "privacy.spent", "privacy.release
 COST_KIND = "cost.receipt"
 KINDS = PRIVACY_KINDS | {COST_KIND}
 RELATIVE_TOLERANCE = 1e-6
-_PRICING_KEYS = ("currency", "minor_unit_digits", "carbon_price_per_tonne", "platform_fee_rate")
+_PRICING_KEYS = (
+    "currency",
+    "minor_unit_digits",
+    "accrual_digits",
+    "carbon_price_per_tonne",
+    "platform_fee_rate",
+)
 
 
 def _close(recorded: float, derived: float) -> bool:
@@ -246,11 +252,13 @@ def cost_receipt_data(
 def reprice(data: dict[str, Any]) -> CostBreakdown:
     """Price a recorded measurement again with the recorded coefficients."""
     pricing = data["pricing"]
-    # price_run reads only these four fields of the costing settings; the rest (regions,
+    # price_run reads only these fields of the costing settings; the rest (regions,
     # worker classes) are the recorded ones, passed explicitly, so nothing else is needed.
     recorded: dict[str, Any] = {
         "currency": str(pricing["currency"]),
         "minor_unit_digits": int(pricing["minor_unit_digits"]),
+        # Receipts written before terms accrued exactly were rounded to the minor unit.
+        "accrual_digits": int(pricing.get("accrual_digits", pricing["minor_unit_digits"])),
         "carbon_price_per_tonne": Decimal(str(pricing["carbon_price_per_tonne"])),
         "platform_fee_rate": Decimal(str(pricing["platform_fee_rate"])),
     }

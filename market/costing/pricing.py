@@ -22,9 +22,14 @@ emissions TE: the fraction of its life EL the run took, times the fraction of it
 the compute tariff already, and the founding environment term is operational only.
 
 Money: physical inputs enter as Decimal via their shortest repr (``to_decimal``); each money
-term is rounded once to the currency's minor unit, half to even, and the total is the sum of
-the rounded terms, so a printed receipt adds up. Every money term is a ``Money``, and adding
-two currencies raises ``CurrencyMismatch``.
+term is kept exactly to ``costing.accrual_digits`` places (half to even, ``market.money.accrue``),
+never rounded to the cent per run: a small run's compute term is 0.000049 EUR, not 0.00. The
+total is the sum of those terms, so a receipt adds up as printed; the rounding to the cent
+happens once, on the monthly statement (``market.statements``). Every money term is a
+``Money``, and adding two currencies raises ``CurrencyMismatch``.
+
+People read energy and emissions in the unit that suits their size (``human_energy``,
+``human_emissions``: 23.2 Wh, 9.28 g CO2e), never as 2.32e-05 kWh.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from market.costing.settings import CostingSettings, RegionSettings, WorkerClassSettings
-from market.money import Money, money_context, money_sum, to_decimal
+from market.money import Money, accrue, money_context, money_sum, to_decimal
 
 SECONDS_PER_HOUR = Decimal(3600)
 WH_PER_KWH = Decimal(1000)
@@ -114,7 +119,11 @@ def price_run(
     the worker class's, for a run that held fewer or more.
     """
     ctx = money_context()
-    digits = settings.minor_unit_digits
+    digits = settings.accrual_digits
+
+    def exact(amount: Decimal, currency: str) -> Money:
+        return Money(accrue(amount, digits, currency), currency)
+
     held = worker.resources if resources is None else resources
     if held <= 0:
         raise ValueError("resources must be > 0")
@@ -139,15 +148,13 @@ def price_run(
     resource_share = ctx.divide(Decimal(held), Decimal(worker.server_resources))
     embodied_kg = ctx.multiply(ctx.multiply(worker.embodied_kgco2e, life_share), resource_share)
 
-    compute = Money(compute_amount, worker.currency).quantized(digits)
-    energy = Money(energy_amount, region.currency).quantized(digits)
-    environment = Money(environment_amount, settings.currency).quantized(digits)
-    royalty_q = royalty.quantized(digits)
+    compute = exact(compute_amount, worker.currency)
+    energy = exact(energy_amount, region.currency)
+    environment = exact(environment_amount, settings.currency)
+    royalty_q = exact(royalty.amount, royalty.currency)
     subtotal = money_sum([compute, energy, environment, royalty_q], settings.currency)
-    fee = Money(
-        ctx.multiply(subtotal.amount, settings.platform_fee_rate), settings.currency
-    ).quantized(digits)
-    total = subtotal + fee
+    fee = exact(ctx.multiply(subtotal.amount, settings.platform_fee_rate), settings.currency)
+    total = exact((subtotal + fee).amount, settings.currency)
 
     return CostBreakdown(
         basis=usage.method,
@@ -172,4 +179,47 @@ def price_run(
         royalty=royalty_q,
         platform_fee=fee,
         total=total,
+    )
+
+
+def _scaled(value: Decimal, units: list[tuple[Decimal, str]]) -> str:
+    """``value`` in the first unit (largest first) it reaches, to 3 significant digits."""
+    magnitude = abs(value)
+    if magnitude == 0:
+        return f"0 {units[1][1]}"
+    for factor, unit in units:
+        if magnitude >= factor or factor == units[-1][0]:
+            return f"{float(value / factor):.3g} {unit}"
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def human_energy(kwh: Decimal | str | float | None) -> str:
+    """Energy for people: kWh, Wh, mWh or µWh, whichever keeps the number readable."""
+    if kwh is None or kwh == "":
+        return "—"
+    value = to_decimal(kwh) if not isinstance(kwh, str) else Decimal(kwh)
+    return _scaled(
+        value,
+        [
+            (Decimal(1), "kWh"),
+            (Decimal("0.001"), "Wh"),
+            (Decimal("0.000001"), "mWh"),
+            (Decimal("0.000000001"), "µWh"),
+        ],
+    )
+
+
+def human_emissions(kg: Decimal | str | float | None) -> str:
+    """Emissions for people: t, kg, g or mg CO2e, whichever keeps the number readable."""
+    if kg is None or kg == "":
+        return "—"
+    value = to_decimal(kg) if not isinstance(kg, str) else Decimal(kg)
+    return _scaled(
+        value,
+        [
+            (Decimal(1000), "t CO2e"),
+            (Decimal(1), "kg CO2e"),
+            (Decimal("0.001"), "g CO2e"),
+            (Decimal("0.000001"), "mg CO2e"),
+        ],
     )

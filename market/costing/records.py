@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class MoneyRecord(BaseModel):
     """An amount of money: a decimal string (never a float) and its ISO 4217 currency."""
 
-    amount: str = Field(examples=["12.34"])
+    amount: str = Field(examples=["12.34", "0.000049213"])
     currency: str = Field(examples=["EUR"])
 
 
@@ -20,7 +20,8 @@ class CostTerms(BaseModel):
     """Every term of a price and footprint (``market.costing.pricing.CostBreakdown``).
 
     Physical quantities are decimal strings with their unit in the name; money terms are
-    rounded to the currency's minor unit (``market.money``)."""
+    exact to ``costing.accrual_digits`` places, never rounded to the cent per run ("0.000049213"):
+    they accrue to the monthly statement, which rounds once (``market.money``)."""
 
     basis: str = Field(description="Where the usage came from: a meter method or 'estimate'.")
     currency: str

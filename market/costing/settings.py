@@ -252,6 +252,14 @@ class CostingSettings(_Section):
         "to it, half to even. Must be the currency's ISO 4217 exponent (market.money). "
         "SOURCE: ISO 4217 (EUR: 2).",
     )
+    accrual_digits: int = Field(
+        default=9,
+        ge=6,
+        le=12,
+        description="Decimal places a run's cost terms are kept to (half to even) before they "
+        "accrue to monthly statements, which round once to the minor unit (market.money). "
+        "SOURCE: design choice (1e-9 of the currency: a one-second run's terms are not zero).",
+    )
     carbon_price_per_tonne: Decimal = Field(
         ge=0,
         description="Price of one tonne of CO2e (C_impact), in `currency`. SOURCE: EU ETS "
@@ -285,6 +293,8 @@ class CostingSettings(_Section):
                 f"minor_unit_digits must be {exponent(self.currency)}, the ISO 4217 minor unit "
                 f"of {self.currency} (market.money)"
             )
+        if self.accrual_digits < self.minor_unit_digits:
+            raise ValueError("accrual_digits must be at least minor_unit_digits")
         if self.default_region not in self.regions:
             raise ValueError(f"default_region {self.default_region!r} is not a region")
         for name, region in self.regions.items():

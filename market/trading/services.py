@@ -182,7 +182,10 @@ def create_quote(
             "request": stored_request,
             "plan": plan.to_dict(),
             "estimate": costs.to_dict(),
-            "price_total_minor": to_minor(costs.now.total.amount, dataset.currency),
+            # The quote's price, rounded once to the minor unit (its terms stay exact).
+            "price_total_minor": to_minor(
+                round_to_minor(costs.now.total.amount, dataset.currency), dataset.currency
+            ),
             "currency": dataset.currency,
             "fits_budget": reason is None,
             "epsilon_after": epsilon_after,

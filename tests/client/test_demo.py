@@ -89,7 +89,9 @@ def test_demo_buys_both_runs_and_prints_receipts_and_accuracy(
     assert "seed MLP on digits" in out and "logistic regression on breast cancer" in out
     assert out.count("privacy receipt:") == 2 and out.count("cost receipt") == 2
     assert out.count("noise multiplier") >= 2 and "dataset's composed epsilon" in out
-    assert "royalty" in out and "platform fee" in out and "kWh" in out
+    assert "royalty" in out and "platform fee" in out
+    # Energy and emissions in human units (Wh, mWh, g CO2e), never 2.32e-05 kWh.
+    assert "Wh" in out and "CO2e" in out and not re.search(r"\de-\d+ kWh", out)
     scores = re.findall(
         r"test accuracy on \d+ held-back rows: ([\d.]+) \(majority class ([\d.]+)\)", out
     )

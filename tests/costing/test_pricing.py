@@ -55,22 +55,37 @@ def test_every_term_of_the_hand_example(
     assert cost.embodied_kg == money_context().divide(Decimal(5200), Decimal(1681920))
     assert cost.sci_kg_per_run == Decimal("0.12") + cost.embodied_kg
     assert cost.compute == Money(Decimal("0.16"), EUR)
-    assert cost.energy == Money(Decimal("0.08"), EUR)  # 0.075, half to even
-    assert cost.environment == Money(Decimal("0.01"), EUR)  # 0.0096
+    assert cost.energy == Money(Decimal("0.075"), EUR)  # exact: no per-run rounding
+    assert cost.environment == Money(Decimal("0.0096"), EUR)
     assert cost.royalty == Money(Decimal("1.50"), EUR)
     assert cost.platform_fee == Money(Decimal("0.00"), EUR)
-    assert cost.total == Money(Decimal("1.75"), EUR)
+    assert cost.total == Money(Decimal("1.7446"), EUR)
+    assert str(cost.royalty.amount) == "1.50"  # at least the minor digits, trailing zeros cut
+
+
+def test_a_tiny_run_keeps_every_term_exact(
+    worker: WorkerClassSettings, region: RegionSettings, costing: CostingSettings
+) -> None:
+    # One second at 10 W: every term is far below a cent and none of them is zero.
+    cost = price_run(Usage(1, 10.0), worker, region, royalty=royalty("0"), settings=costing)
+    for term in (cost.compute, cost.energy, cost.environment):
+        assert Decimal(0) < term.amount < Decimal("0.001")
+        assert term.amount == term.amount.quantize(Decimal("1e-9"))
+    assert cost.compute.amount == Decimal("0.000022222")  # 0.08/3600, half to even at 1e-9
+    assert cost.total.amount == sum(
+        t.amount for t in (cost.compute, cost.energy, cost.environment, cost.platform_fee)
+    )
 
 
 @pytest.mark.parametrize(
     ("rate", "fee", "total"),
     [
-        ("0.1", "0.18", "1.93"),  # 0.175 -> 0.18 (7 is odd: half goes up to even 8)
-        ("0.05", "0.09", "1.84"),  # 0.0875 -> 0.09
-        ("0.3", "0.52", "2.27"),  # 0.525 -> 0.52 (2 is even: half stays)
+        ("0.1", "0.17446", "1.91906"),  # exact shares of the exact subtotal 1.7446
+        ("0.05", "0.08723", "1.83183"),
+        ("0.3", "0.52338", "2.26798"),
     ],
 )
-def test_platform_fee_is_a_rounded_share_of_the_subtotal(
+def test_platform_fee_is_an_exact_share_of_the_subtotal(
     worker: WorkerClassSettings, region: RegionSettings, rate: str, fee: str, total: str
 ) -> None:
     costing = make_settings(platform_fee_rate=Decimal(rate))
@@ -80,14 +95,14 @@ def test_platform_fee_is_a_rounded_share_of_the_subtotal(
 
 
 def test_total_is_the_sum_of_the_printed_terms(costing: CostingSettings) -> None:
-    # Three terms each just above a half cent: rounding the sum would give a different total.
+    # Terms just above a half cent stay as they are: the receipt adds up as printed.
     worker = make_worker(price_per_resource_hour=Decimal("0.00505"), resources=1)
     region = make_region(electricity_price_per_kwh=Decimal("0.0505"), pue=Decimal("1"))
     cost = price_run(Usage(3600, 100.0), worker, region, royalty=royalty("0"), settings=costing)
     terms = [cost.compute, cost.energy, cost.environment, cost.royalty, cost.platform_fee]
     assert cost.total.amount == sum(term.amount for term in terms)
-    assert cost.compute.amount == Decimal("0.01")  # 0.00505
-    assert cost.energy.amount == Decimal("0.01")  # 0.1 kWh x 0.0505 = 0.00505
+    assert cost.compute.amount == Decimal("0.00505")
+    assert cost.energy.amount == Decimal("0.00505")  # 0.1 kWh x 0.0505
 
 
 def test_minor_unit_follows_the_currency() -> None:
@@ -102,7 +117,8 @@ def test_minor_unit_follows_the_currency() -> None:
         Usage(7200, 100.0), worker, region, royalty=royalty(currency="BHD"), settings=three
     )
     assert str(cost.energy.amount) == "0.075"
-    assert str(cost.environment.amount) == "0.010"  # 0.0096 -> 3 places
+    assert str(cost.environment.amount) == "0.0096"  # exact, at least 3 places
+    assert str(cost.royalty.amount) == "1.500"
 
 
 def test_a_royalty_in_another_currency_is_refused(
@@ -166,7 +182,7 @@ def test_breakdown_is_plain_json_with_decimals_as_strings(
 ) -> None:
     cost = price_run(Usage(7200, 100.0), worker, region, royalty=royalty(), settings=costing)
     data = json.loads(json.dumps(cost.to_dict()))
-    assert data["total"] == {"amount": "1.75", "currency": "EUR"}
+    assert data["total"] == {"amount": "1.7446", "currency": "EUR"}
     assert Decimal(data["energy_kwh"]) == Decimal("0.3")
     assert "E" not in data["embodied_kg"]  # fixed-point, not scientific notation
     assert not any(isinstance(value, float) for value in data.values())
