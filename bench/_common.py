@@ -36,6 +36,7 @@ class Instance:
     client: Any
     owner: dict[str, str] = field(default_factory=dict)
     buyer: dict[str, str] = field(default_factory=dict)
+    pulse: Any = None
 
     def list_dataset(self, meta: dict[str, Any], body: bytes, media: str) -> str:
         """Create a draft, upload the file (encrypted on arrival) and return the listed id."""
@@ -52,6 +53,8 @@ class Instance:
         return str(listed.get_json()["id"])
 
     def close(self) -> None:
+        if self.pulse is not None:
+            self.pulse.stop()
         self.market.database.dispose()
 
 
@@ -75,6 +78,16 @@ def make_instance(prefix: str = "bench-", home: Path | None = None) -> Instance:
                 session, email=email, role=role, password=PASSWORD, passwords=market.passwords
             )
     inst = Instance(home=home, app=app, market=market, client=client)
+    # The benchmark trains in this process (execute_run), as a worker of the configured class
+    # does: its heartbeat lets that class's quotes be bought (market.trading.purchases).
+    from market.ops.heartbeat import Heartbeat
+
+    inst.pulse = Heartbeat(
+        market.database,
+        interval_s=market.settings.ops.heartbeat_s,
+        backend=market.settings.queue.backend,
+        worker_class=market.settings.queue.worker_class,
+    ).start()
     inst.owner = token(client, "owner@bench.example")
     inst.buyer = token(client, "buyer@bench.example")
     return inst

@@ -1,12 +1,15 @@
 """Quote accuracy: the estimated run time and energy of a quote against the measured ones.
 
-Runs several real private training runs of different sizes through the product's own code
-path (API: list, quote, buy; then the worker's ``execute_run`` in this process, so the worker
-is the same one `market worker` runs) on a throw-away instance, and prints for each run the
-quote's estimated seconds and kWh next to the receipt's measured ones, with their ratio.
-Data: scikit-learn's bundled breast cancer (CSV) and digits (NPZ) sets.
+The bench process first calibrates the ``cpu`` worker class exactly as ``market worker`` does
+at start (``market.trading.calibration.calibrate_and_store``: timed real DP-SGD runs on
+synthetic data, fitted per model family), then runs real private trainings of different
+sizes through the product's own code path (API: list, quote, buy; then the worker's
+``execute_run`` in this process) on a throw-away instance, and prints for each run the quote's
+estimated seconds and kWh next to the receipt's measured ones, their ratio, and the quote's
+expected error. Target: every ratio within 0.7-1.4.
+Data: scikit-learn's breast cancer (CSV) and digits (NPZ) sets, and a generated tabular set.
 
-Run ``python bench/quote_accuracy.py [--json OUT]``.
+Run ``python bench/quote_accuracy.py [--json OUT] [--smoke]``.
 """
 
 from __future__ import annotations
@@ -28,16 +31,17 @@ from privacy.specs import SEED_MLP  # noqa: E402  (after the path: run as a scri
 
 CASES: list[dict[str, Any]] = [
     {
-        "name": "logreg cancer e5",
+        # The seed MLP's shape (dense 128 ReLU, dropout 0.2) for the set's two classes.
+        "name": "seed mlp cancer e2",
         "data": "cancer",
-        "model": {"template": "logistic_regression"},
-        "epochs": 5,
+        "model": {"template": "mlp", "hidden": [128], "dropout": 0.2},
+        "epochs": 2,
     },
     {
-        "name": "logreg cancer e40",
+        "name": "logreg cancer e20",
         "data": "cancer",
         "model": {"template": "logistic_regression"},
-        "epochs": 40,
+        "epochs": 20,
     },
     {
         "name": "mlp cancer e40",
@@ -46,18 +50,16 @@ CASES: list[dict[str, Any]] = [
         "epochs": 40,
     },
     {
-        "name": "seed mlp digits e10",
-        "data": "digits",
-        "model": SEED_MLP,
-        "epochs": 10,
+        "name": "mlp tabular20k e5",
+        "data": "tabular",
+        "model": {"template": "mlp", "hidden": [64]},
+        "epochs": 5,
+        "batch_size": 256,
     },
-    {
-        "name": "seed mlp digits e40",
-        "data": "digits",
-        "model": SEED_MLP,
-        "epochs": 40,
-    },
+    {"name": "seed mlp digits e20", "data": "digits", "model": SEED_MLP, "epochs": 20},
+    {"name": "cnn digits e5", "data": "digits", "model": {"template": "cnn"}, "epochs": 5},
 ]
+LOW, HIGH = 0.7, 1.4
 
 
 def _cancer_csv() -> tuple[dict[str, Any], bytes]:
@@ -120,38 +122,69 @@ def _digits_npz() -> tuple[dict[str, Any], bytes]:
     return meta, sink.getvalue()
 
 
+def _tabular_csv(rows: int = 20_000, features: int = 20) -> tuple[dict[str, Any], bytes]:
+    """A generated tabular set: numeric features in [0, 1], a label from a noisy linear rule."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    x = rng.random((rows, features))
+    y = (x @ rng.normal(size=features) + rng.normal(scale=0.5, size=rows)) > 0
+    names = [f"f{i}" for i in range(features)]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*names, "label"])
+    for row, label in zip(x, y, strict=True):
+        writer.writerow([*(f"{v:.5f}" for v in row), "yes" if label else "no"])
+    meta = {
+        "title": "Generated tabular (bench)",
+        "licence": "CC0-1.0",
+        "format": "csv",
+        "label": "label",
+        "columns": [
+            *[{"name": n, "type": "numeric", "min": 0.0, "max": 1.0} for n in names],
+            {"name": "label", "type": "categorical", "categories": ["no", "yes"]},
+        ],
+        "privacy": {"epsilon_total": 100.0, "delta": 1e-6, "max_epsilon_per_run": 10.0},
+        "price": {"per_run": "1.00", "per_epsilon": "0.50", "currency": "EUR"},
+    }
+    return meta, out.getvalue().encode()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write the raw figures here")
     parser.add_argument("--smoke", action="store_true", help="the first case only")
     args = parser.parse_args()
 
+    from market.trading import calibration
     from market.trading.execution import execute_run
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _common import make_instance
 
     # `market init` makes the instance (database, keys and the audit signing key a purchase
-    # needs); see bench/_common.py.
+    # needs); see bench/_common.py. The instance's heartbeat stands for this process's worker.
     inst = make_instance("quote-accuracy-")
-    market, client = inst.market, inst.client
-    owner, buyer = inst.owner, inst.buyer
-    datasets = {}
-    for key, (meta, body, media) in {
-        "cancer": (*_cancer_csv(), "text/csv"),
-        "digits": (*_digits_npz(), "application/x-npz"),
-    }.items():
-        draft = client.post("/api/v1/datasets", json=meta, headers=owner).get_json()
-        listed = client.put(
-            f"/api/v1/datasets/{draft['id']}/file",
-            data=body,
-            headers={**owner, "Content-Type": media},
-        ).get_json()
-        datasets[key] = listed["id"]
+    market, client, buyer = inst.market, inst.client, inst.buyer
+    worker_class = market.settings.queue.worker_class
+    started = time.perf_counter()
+    fit = calibration.calibrate_and_store(market, worker_class)
+    calibration_s = time.perf_counter() - started
+    cases = CASES[:1] if args.smoke else CASES
+    sources = {
+        "cancer": lambda: (*_cancer_csv(), "text/csv"),
+        "digits": lambda: (*_digits_npz(), "application/x-npz"),
+        "tabular": lambda: (*_tabular_csv(), "text/csv"),
+    }
+    datasets = {
+        key: inst.list_dataset(*make())
+        for key, make in sources.items()
+        if any(case["data"] == key for case in cases)
+    }
 
     results = []
-    for case in CASES[:1] if args.smoke else CASES:
-        quote = client.post(
+    for case in cases:
+        response = client.post(
             "/api/v1/quotes",
             headers=buyer,
             json={
@@ -159,13 +192,21 @@ def main() -> int:
                 "model": case["model"],
                 "epsilon": 2.0,
                 "epochs": case["epochs"],
-                "batch_size": 64,
+                "batch_size": case.get("batch_size", 64),
             },
-        ).get_json()
-        run = client.post("/api/v1/runs", json={"quote_id": quote["id"]}, headers=buyer).get_json()
-        started = time.perf_counter()
+        )
+        quote = response.get_json()
+        if response.status_code != 201:
+            print(f"{case['name']}: quote refused: {quote}", file=sys.stderr)
+            return 1
+        bought = client.post("/api/v1/runs", json={"quote_id": quote["id"]}, headers=buyer)
+        if bought.status_code != 202:
+            print(f"{case['name']}: purchase refused: {bought.get_json()}", file=sys.stderr)
+            return 1
+        run = bought.get_json()
+        began = time.perf_counter()
         execute_run(market, run["id"])
-        wall = time.perf_counter() - started
+        wall = time.perf_counter() - began
         done = client.get(f"/api/v1/runs/{run['id']}", headers=buyer).get_json()
         if done["status"] != "succeeded":
             print(f"{case['name']}: run failed: {done['error']}", file=sys.stderr)
@@ -185,6 +226,7 @@ def main() -> int:
                 "estimated_kwh": estimated_kwh,
                 "measured_kwh": measured_kwh,
                 "ratio_kwh": measured_kwh / estimated_kwh if estimated_kwh else None,
+                "expected_error": quote["estimate"]["accuracy"]["relative_error"],
                 "method": done["cost_receipt"]["measurement"]["method"],
                 "worker_wall_s": wall,
             }
@@ -192,22 +234,36 @@ def main() -> int:
 
     print(
         f"quote accuracy on {platform.node()} ({platform.machine()}, "
-        f"python {platform.python_version()})"
+        f"python {platform.python_version()}); calibration of class {worker_class}: "
+        f"{calibration_s:.1f} s, "
+        + ("off" if fit is None else f"expected error +-{fit.relative_error:.0%}, {fit.method}")
     )
     print(
         f"{'case':<22}{'steps':>7}{'est s':>9}{'meas s':>9}{'meas/est':>10}"
         f"{'est kWh':>12}{'meas kWh':>12}{'meas/est':>10}  method"
     )
+    inside = True
     for r in results:
         ratio_kwh = f"{r['ratio_kwh']:.2f}" if r["ratio_kwh"] else "-"
+        inside &= LOW <= r["ratio_s"] <= HIGH and LOW <= (r["ratio_kwh"] or 0) <= HIGH
         print(
             f"{r['case']:<22}{r['steps']:>7}{r['estimated_s']:>9.2f}{r['measured_s']:>9.2f}"
             f"{r['ratio_s']:>10.2f}{r['estimated_kwh']:>12.2e}{r['measured_kwh']:>12.2e}"
             f"{ratio_kwh:>10}  {r['method']}"
         )
+    print(f"every ratio within {LOW}-{HIGH}: {'yes' if inside else 'no'}")
     if args.json:
-        args.json.write_text(json.dumps({"results": results}, indent=2))
-    market.database.dispose()
+        args.json.write_text(
+            json.dumps(
+                {
+                    "results": results,
+                    "calibration_s": calibration_s,
+                    "fit": None if fit is None else fit.to_dict(),
+                },
+                indent=2,
+            )
+        )
+    inst.close()
     return 0
 
 

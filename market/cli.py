@@ -200,21 +200,26 @@ def worker(threads: int | None) -> None:
     worker_class = settings.queue.worker_class
     if worker_class not in settings.costing.worker_classes:
         raise MarketError(f"queue.worker_class {worker_class!r} names no costing.worker_classes")
-    throughput = calibration.measure_reference_throughput(
-        settings.costing.estimate.benchmark_samples
-    )
-    with market.database.write() as session:
-        calibration.store(session, worker_class=worker_class, throughput=throughput)
-    click.echo(
-        f"calibrated worker class {worker_class}: {throughput:,.0f} samples/s (reference MLP)"
-    )
+    try:
+        calibration.require_measurable_gpu(settings, worker_class)
+    except calibration.GpuUnavailable as exc:
+        raise MarketError(str(exc)) from exc
+    fit = calibration.calibrate_and_store(market, worker_class)
+    if fit is not None:
+        click.echo(
+            f"calibrated worker class {worker_class}: {len(fit.points)} timed runs, expected "
+            f"error {fit.relative_error:.0%}, {fit.avg_power_w:.1f} W ({fit.method})"
+        )
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from market.ops.heartbeat import Heartbeat
 
     pulse = Heartbeat(
-        market.database, interval_s=settings.ops.heartbeat_s, backend=settings.queue.backend
+        market.database,
+        interval_s=settings.ops.heartbeat_s,
+        backend=settings.queue.backend,
+        worker_class=worker_class,
     ).start()
     click.echo(f"worker ready on the {settings.queue.backend} queue")
     try:

@@ -278,13 +278,24 @@ def queue_consumer(market: Services) -> Iterator[None]:
     """
     names = [s for s in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, s)]
     saved = {name: signal.getsignal(getattr(signal, name)) for name in names}
+    from market.ops.heartbeat import Heartbeat
+
     consumer = market.queue.consumer(workers=1)
     consumer.start()
     for name, handler in saved.items():
         signal.signal(getattr(signal, name), handler)
+    # A live worker of the configured class, as `market worker` announces one: purchases
+    # for a class without one are refused (market.trading.purchases).
+    pulse = Heartbeat(
+        market.database,
+        interval_s=market.settings.ops.heartbeat_s,
+        backend=market.settings.queue.backend,
+        worker_class=market.settings.queue.worker_class,
+    ).start()
     try:
         yield
     finally:
+        pulse.stop()
         consumer.stop(graceful=True)
 
 

@@ -195,13 +195,26 @@ def app_overrides(home: Path, database_url: str, **extra: Any) -> dict[str, Any]
 
 @pytest.fixture
 def app(tmp_path: Path, database_url: str) -> Iterator[Any]:
+    from market.ops.heartbeat import Heartbeat
+
     init_keydir(tmp_path / "keys")
     application = create_app(app_overrides(tmp_path, database_url))
     application.config["TESTING"] = True
-    ensure_signing_key(application.extensions["market"].settings)
+    market = application.extensions["market"]
+    ensure_signing_key(market.settings)
     limiter.reset()
+    # The tests train in this process (a Huey consumer or execute_run), as a `cpu` worker:
+    # its heartbeat lets quotes of that class be bought (market.trading.purchases).
+    pulse = Heartbeat(
+        market.database,
+        interval_s=market.settings.ops.heartbeat_s,
+        backend=market.settings.queue.backend,
+        worker_class="cpu",
+        worker=f"tests:{os.getpid()}:{id(application)}",
+    ).start()
     yield application
-    application.extensions["market"].database.dispose()
+    pulse.stop()
+    market.database.dispose()
 
 
 @pytest.fixture

@@ -24,15 +24,26 @@ Power (Green Algorithms, Lannelongue et al., Adv. Sci. 2021)::
         + gpus x gpu_tdp_W x gpu_utilisation
 
 The same formula serves the meter's fallback (with measured utilisation and peak memory) and
-the quote (with the class's reserved memory and full use).
+the quote. A calibrated quote (``WorkerFit``) takes the worker's own measurements instead:
+
+    T = startup_s[family] + steps x (step_s[family] + batch x MACs x sample_mac_s[family])
+        + steps x batch x sample_s + rows x row_s + epochs x epoch_s
+
+fitted at worker start from real DP-SGD runs on synthetic data timed by the run meter itself
+(``market.trading.calibration``), and power from that same meter: the Green Algorithms formula
+with the calibration's measured CPU utilisation and peak memory where the meter estimates, the
+calibration's measured average power where it reads RAPL or NVML. The fit's relative residuals
+give the quote's expected error. Without a calibration (no worker of the class has started)
+the configured constants above are used, and the quote says so.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from market.costing.rapl import JOULES_PER_KWH
 from market.costing.settings import WorkerClassSettings
@@ -165,4 +176,237 @@ def estimate_run(
         gpu_tdp_w=worker.gpu_tdp_w,
         gpu_utilisation=gpu_utilisation,
     )
+    return RunEstimate(seconds=seconds, avg_power_w=power)
+
+
+#: Model families a worker calibrates separately: their fixed and per-step costs differ.
+FAMILIES: tuple[str, ...] = ("linear", "mlp", "cnn")
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyFit:
+    """One family's fitted run time: a fixed part per run (Opacus set-up, the noisy metric
+    release), a fixed part per step (sampling, clipping, noise, optimizer), a part per sample
+    (loading and collating a row: ``sample_s``, the same for every family) and per sample and
+    multiply-accumulate of the model (forward and backward work), a part per row of the
+    dataset (the held-out coins and the evaluation pass: ``row_s``, shared too) and per epoch
+    (a new sampler and batch manager: ``epoch_s``, shared)."""
+
+    startup_s: float
+    step_s: float
+    sample_mac_s: float
+    sample_s: float = 0.0
+    row_s: float = 0.0
+    epoch_s: float = 0.0
+
+    def seconds(
+        self, *, steps: int, batch: float, macs: float, rows: int = 0, epochs: int = 0
+    ) -> float:
+        per_step = self.step_s + batch * (self.sample_s + macs * self.sample_mac_s)
+        return self.startup_s + steps * per_step + rows * self.row_s + epochs * self.epoch_s
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "startup_s": self.startup_s,
+            "step_s": self.step_s,
+            "sample_mac_s": self.sample_mac_s,
+            "sample_s": self.sample_s,
+            "row_s": self.row_s,
+            "epoch_s": self.epoch_s,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrationPoint:
+    """One timed calibration run: its shape and what the run meter measured."""
+
+    family: str
+    steps: int
+    batch: float
+    macs: float
+    seconds: float
+    rows: int = 0
+    epochs: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "steps": self.steps,
+            "batch": self.batch,
+            "macs": self.macs,
+            "rows": self.rows,
+            "epochs": self.epochs,
+            "seconds": self.seconds,
+        }
+
+
+def fit_families(points: Sequence[CalibrationPoint]) -> dict[str, FamilyFit]:
+    """One least-squares fit of every family at once: per family a start-up, a per-step and
+    a per-sample-MAC coefficient; shared by all, a per-sample and a per-row one. Rows are
+    divided by the measured time (relative error: a 0.1 s run counts as much as a 10 s one)
+    and coefficients are kept >= 0 (NNLS)."""
+    import numpy as np
+    from scipy.optimize import nnls
+
+    names = sorted({p.family for p in points})
+    for name in names:
+        if sum(1 for p in points if p.family == name) < 3:
+            raise ValueError(f"family {name!r} needs at least three calibration runs")
+    width = 3 * len(names) + 3
+    rows = np.zeros((len(points), width))
+    for i, p in enumerate(points):
+        k = 3 * names.index(p.family)
+        rows[i, k : k + 3] = (1.0, p.steps, p.steps * p.batch * p.macs)
+        rows[i, -3:] = (p.steps * p.batch, p.rows, p.epochs)
+    times = np.array([p.seconds for p in points])
+    if (times <= 0).any():
+        raise ValueError("calibration runs must take measurable time")
+    scale = rows.max(axis=0)
+    scale[scale == 0] = 1.0
+    solution, _ = nnls(rows / scale / times[:, None], np.ones(len(points)))
+    values = [float(v) for v in solution / scale]
+    sample_s, row_s, epoch_s = values[-3], values[-2], values[-1]
+    return {
+        name: FamilyFit(
+            startup_s=values[3 * i],
+            step_s=values[3 * i + 1],
+            sample_mac_s=values[3 * i + 2],
+            sample_s=sample_s,
+            row_s=row_s,
+            epoch_s=epoch_s,
+        )
+        for i, name in enumerate(names)
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerFit:
+    """A worker class's own calibration: per-family time fits, the meter's power figures,
+    and the expected relative error of an estimate (from the fit's residuals)."""
+
+    families: Mapping[str, FamilyFit]
+    relative_error: float
+    method: str
+    avg_power_w: float
+    cpu_utilisation: float
+    peak_memory_gb: float
+    points: tuple[CalibrationPoint, ...] = field(default=())
+    host: str = ""
+    measured_at: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "families": {name: fit.to_dict() for name, fit in self.families.items()},
+            "relative_error": self.relative_error,
+            "method": self.method,
+            "avg_power_w": self.avg_power_w,
+            "cpu_utilisation": self.cpu_utilisation,
+            "peak_memory_gb": self.peak_memory_gb,
+            "points": [p.to_dict() for p in self.points],
+            "host": self.host,
+            "measured_at": self.measured_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WorkerFit:
+        return cls(
+            families={
+                str(name): FamilyFit(
+                    startup_s=float(f["startup_s"]),
+                    step_s=float(f["step_s"]),
+                    sample_mac_s=float(f["sample_mac_s"]),
+                    sample_s=float(f.get("sample_s", 0.0)),
+                    row_s=float(f.get("row_s", 0.0)),
+                    epoch_s=float(f.get("epoch_s", 0.0)),
+                )
+                for name, f in data["families"].items()
+            },
+            relative_error=float(data["relative_error"]),
+            method=str(data["method"]),
+            avg_power_w=float(data["avg_power_w"]),
+            cpu_utilisation=float(data["cpu_utilisation"]),
+            peak_memory_gb=float(data["peak_memory_gb"]),
+            points=tuple(
+                CalibrationPoint(
+                    family=str(p["family"]),
+                    steps=int(p["steps"]),
+                    batch=float(p["batch"]),
+                    macs=float(p["macs"]),
+                    seconds=float(p["seconds"]),
+                    rows=int(p.get("rows", 0)),
+                    epochs=int(p.get("epochs", 0)),
+                )
+                for p in data.get("points", [])
+            ),
+            host=str(data.get("host", "")),
+            measured_at=str(data.get("measured_at", "")),
+        )
+
+
+def fit_worker(
+    points: Sequence[CalibrationPoint],
+    *,
+    method: str,
+    avg_power_w: float,
+    cpu_utilisation: float,
+    peak_memory_gb: float,
+    min_relative_error: float,
+    host: str = "",
+    measured_at: str = "",
+) -> WorkerFit:
+    """Fit every family present in ``points``; the expected error is twice the root mean
+    square of the relative residuals over all points (about a 95% band if they were normal),
+    and never below ``min_relative_error``: a few runs on a machine shared with other work
+    cannot promise better."""
+    families = fit_families(points)
+    residuals: list[float] = []
+    for p in points:
+        predicted = families[p.family].seconds(
+            steps=p.steps, batch=p.batch, macs=p.macs, rows=p.rows, epochs=p.epochs
+        )
+        residuals.append((p.seconds - predicted) / predicted if predicted > 0 else 1.0)
+    rms = math.sqrt(sum(r * r for r in residuals) / len(residuals)) if residuals else 1.0
+    return WorkerFit(
+        families=families,
+        relative_error=max(2 * rms, min_relative_error),
+        method=method,
+        avg_power_w=avg_power_w,
+        cpu_utilisation=cpu_utilisation,
+        peak_memory_gb=peak_memory_gb,
+        points=tuple(points),
+        host=host,
+        measured_at=measured_at,
+    )
+
+
+def calibrated_run(
+    fit: WorkerFit,
+    worker: WorkerClassSettings,
+    *,
+    family: str,
+    steps: int,
+    batch: float,
+    macs: float,
+    rows: int,
+    memory_watts_per_gb: float,
+    epochs: int = 0,
+) -> RunEstimate:
+    """The quote's prediction from the class's own calibration (``fit`` must hold
+    ``family``). Power is what the run meter will measure: where it estimates, the Green
+    Algorithms formula with the calibrated CPU utilisation and peak memory (no GPU term: the
+    meter never claims GPU watts it did not read); otherwise the calibration's measured
+    average power by that meter."""
+    seconds = fit.families[family].seconds(
+        steps=steps, batch=batch, macs=macs, rows=rows, epochs=epochs
+    )
+    if fit.method == "estimated":
+        power = green_algorithms_power_w(
+            cores=worker.cores,
+            watts_per_core=worker.watts_per_core,
+            cpu_utilisation=fit.cpu_utilisation,
+            memory_gb=fit.peak_memory_gb,
+            watts_per_gb=memory_watts_per_gb,
+        )
+    else:
+        power = fit.avg_power_w
     return RunEstimate(seconds=seconds, avg_power_w=power)

@@ -13,7 +13,12 @@ It records wall time T (``time.monotonic``), the CPU seconds of the process and 
                failing that, the estimate; the components say which.
 ``rapl``       the CPU package and DRAM energy counters of Linux powercap.
 ``estimated``  the Green Algorithms model (market.costing.estimate) from the measured CPU
-               seconds, peak memory and, for GPUs, TDP x usage factor.
+               seconds and peak memory.
+
+GPU energy is only ever what NVML read. A GPU class whose GPUs NVML cannot read (no GPU, no
+driver) is metered as CPU and memory alone, and the receipt's notes say so: a TDP x usage
+guess would claim watts of a GPU that may not exist. (``market worker`` also refuses to start
+a GPU class where NVML reads no GPU: ``market.trading.calibration.require_measurable_gpu``.)
 
 Energy here is IT energy at the hardware; the price model multiplies by the region's PUE.
 Each meter sits behind the ``EnergyMeter`` protocol and ``select_meter`` is the one place
@@ -131,14 +136,12 @@ class EstimatedMeter:
 
 
 class RaplMeter:
-    """CPU package and DRAM energy from RAPL counters; on a GPU worker whose GPUs NVML cannot
-    measure, their energy is added by the estimate (RAPL does not see GPUs) and said so."""
+    """CPU package and DRAM energy from RAPL counters (RAPL does not see GPUs)."""
 
     method: MeterMethod = "rapl"
 
-    def __init__(self, reader: RaplReader, *, gpu_estimate: EstimatedMeter | None = None) -> None:
+    def __init__(self, reader: RaplReader) -> None:
         self.reader = reader
-        self.gpu_estimate = gpu_estimate
 
     def start(self) -> None:
         self.reader.start()
@@ -148,12 +151,7 @@ class RaplMeter:
 
     def finish(self, usage: Usage) -> EnergyReading:
         self.reader.poll()
-        joules = self.reader.joules_by_zone()
-        if self.gpu_estimate is None:
-            return EnergyReading("rapl", joules)
-        gpu = self.gpu_estimate.finish(usage).joules
-        joules.update({f"{name}-estimated": value for name, value in gpu.items()})
-        return EnergyReading("rapl", joules, ("GPU energy estimated: TDP x usage factor",))
+        return EnergyReading("rapl", self.reader.joules_by_zone())
 
     def close(self) -> None:
         pass
@@ -192,15 +190,19 @@ class NvmlMeter:
         self.host.close()
 
 
+#: The note of a GPU class's receipt when NVML measured no GPU.
+NO_GPU_MEASURED = (
+    "no GPU energy: NVML measured no GPU for this run; CPU and memory only (docs/costs.md)"
+)
+
+
 def estimated_meter(settings: MeterSettings, worker: WorkerClassSettings) -> EstimatedMeter:
-    """The fallback for ``worker``: its cores and GPUs at the configured usage factor."""
+    """The fallback for ``worker``: the Green Algorithms model of its cores and memory. No GPU
+    term: GPU energy is only what NVML reads (module docstring)."""
     return EstimatedMeter(
         cores=worker.cores,
         watts_per_core=worker.watts_per_core,
         watts_per_gb=settings.memory_watts_per_gb,
-        gpus=worker.gpus,
-        gpu_tdp_w=worker.gpu_tdp_w,
-        gpu_utilisation=settings.gpu_utilisation,
     )
 
 
@@ -217,32 +219,22 @@ def select_meter(
     """
     notes: list[str] = []
 
-    def host_meter(*, gpus_measured: bool) -> EnergyMeter:
-        gpu_estimate = None
-        if worker.gpus and not gpus_measured:
-            gpu_estimate = EstimatedMeter(
-                cores=0,
-                watts_per_core=0.0,
-                watts_per_gb=0.0,
-                gpus=worker.gpus,
-                gpu_tdp_w=worker.gpu_tdp_w,
-                gpu_utilisation=settings.gpu_utilisation,
-                include_host=False,
-            )
+    def host_meter() -> EnergyMeter:
         try:
             reader = RaplReader(
                 settings.rapl_root,
                 prefix=settings.rapl_zone_prefix,
                 domains=settings.rapl_domains,
             )
-            return RaplMeter(reader, gpu_estimate=gpu_estimate)
+            return RaplMeter(reader)
         except RaplUnavailable as exc:
             notes.append(f"rapl unavailable: {exc}")
-        cpu_only = worker.model_copy(update={"gpus": 0, "gpu_tdp_w": 0.0, "kind": "cpu"})
-        return estimated_meter(settings, cpu_only)
+        return estimated_meter(settings, worker)
 
     if settings.method == "estimated":
-        return estimated_meter(settings, worker), ()
+        if worker.kind == "gpu":
+            notes.append(NO_GPU_MEASURED)
+        return estimated_meter(settings, worker), tuple(notes)
     want_nvml = settings.method == "nvml" or (settings.method == "auto" and worker.kind == "gpu")
     if want_nvml:
         if not settings.nvml_enabled:
@@ -253,10 +245,10 @@ def select_meter(
             except NvmlUnavailable as exc:
                 notes.append(f"nvml unavailable: {exc}")
             else:
-                return NvmlMeter(reader, host_meter(gpus_measured=True)), tuple(notes)
-    host = host_meter(gpus_measured=False)
-    if isinstance(host, EstimatedMeter):
-        return estimated_meter(settings, worker), tuple(notes)
+                return NvmlMeter(reader, host_meter()), tuple(notes)
+    host = host_meter()
+    if worker.kind == "gpu":
+        notes.append(NO_GPU_MEASURED)
     return host, tuple(notes)
 
 

@@ -4,6 +4,12 @@ start, from the same formulas the receipt uses (so the receipt's error is the es
 The grid intensity of a priced window is the mean of the region's hourly profile over it
 (``mean_intensity``), for "now" as for the greenest start, so the two are compared on one
 basis; the receipt should price the actual window the same way.
+
+Two honesty fields travel with every quote. ``accuracy``: the expected relative error of the
+time and energy estimate and the band it gives, from the worker class's own calibration
+(``WorkerFit``), or ``calibrated: false`` with the configured constants when no worker of the
+class has calibrated. ``availability``: whether a worker of the class is alive (a fresh
+heartbeat) now; a quote for a class without one says so and cannot be bought.
 """
 
 from __future__ import annotations
@@ -12,11 +18,59 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from market.costing.estimate import RunEstimate, estimate_run, estimate_seconds
+from market.costing.estimate import (
+    RunEstimate,
+    WorkerFit,
+    calibrated_run,
+    estimate_run,
+    estimate_seconds,
+)
 from market.costing.pricing import CostBreakdown, price_run
 from market.costing.schedule import ScheduleChoice, greenest_start, mean_intensity
 from market.costing.settings import ClippingMode, CostingSettings
 from market.money import Money
+
+
+@dataclass(frozen=True, slots=True)
+class Availability:
+    """Whether a worker of the quoted class is alive now (``live_workers`` fresh heartbeats)."""
+
+    live_workers: int | None = None
+
+    @property
+    def live(self) -> bool | None:
+        return None if self.live_workers is None else self.live_workers > 0
+
+    def to_dict(self, worker_class: str) -> dict[str, Any]:
+        if self.live_workers is None:
+            message = "worker availability was not checked"
+        elif self.live_workers:
+            message = f"{self.live_workers} live worker(s) of class {worker_class}"
+        else:
+            message = (
+                f"no live worker of class {worker_class}: this quote cannot be bought until "
+                "one is running"
+            )
+        return {"live": self.live, "live_workers": self.live_workers, "message": message}
+
+
+@dataclass(frozen=True, slots=True)
+class Accuracy:
+    """The estimate's expected relative error and where its figures came from."""
+
+    calibrated: bool
+    relative_error: float | None
+    basis: str
+
+    def to_dict(self, estimate: RunEstimate) -> dict[str, Any]:
+        band = self.relative_error
+        return {
+            "calibrated": self.calibrated,
+            "relative_error": band,
+            "seconds_low": None if band is None else estimate.seconds * max(0.0, 1 - band),
+            "seconds_high": None if band is None else estimate.seconds * (1 + band),
+            "basis": self.basis,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +83,8 @@ class QuoteCosts:
     now: CostBreakdown
     schedule: ScheduleChoice | None
     greenest: CostBreakdown | None
+    accuracy: Accuracy = Accuracy(False, None, "configured constants")
+    availability: Availability = Availability()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -38,6 +94,8 @@ class QuoteCosts:
             "now": self.now.to_dict(),
             "schedule": None if self.schedule is None else self.schedule.to_dict(),
             "greenest": None if self.greenest is None else self.greenest.to_dict(),
+            "accuracy": self.accuracy.to_dict(self.estimate),
+            "availability": self.availability.to_dict(self.worker_class),
         }
 
 
@@ -57,18 +115,64 @@ def quote_costs(
     throughput_samples_per_s: float | None = None,
     steps: int = 0,
     cpu_utilisation: float = 1.0,
+    fit: WorkerFit | None = None,
+    family: str | None = None,
+    batch: float | None = None,
+    macs: float | None = None,
+    rows: int = 0,
+    live_workers: int | None = None,
 ) -> QuoteCosts:
-    """Estimate and price a run. ``throughput_samples_per_s`` is the worker class's calibrated
-    figure when one is stored, else the configured default is used."""
+    """Estimate and price a run.
+
+    With ``fit`` (the class's own calibration) holding ``family``, time and power come from
+    it (``calibrated_run``: ``steps`` of expected ``batch`` rows on a model of ``macs``
+    multiply-accumulates per sample, on a dataset of ``rows``). Otherwise the configured
+    constants are used:
+    ``throughput_samples_per_s`` (a stored reference throughput, else the configured one),
+    ``startup_seconds``, ``step_seconds`` and the clipping mode's overhead."""
     if worker_class not in settings.worker_classes:
         raise KeyError(f"unknown worker class {worker_class!r}")
     region_name = region or settings.default_region
     if region_name not in settings.regions:
         raise KeyError(f"unknown region {region_name!r}")
     worker = settings.worker_classes[worker_class]
-    where = settings.regions[region_name]
     if clipping_mode not in settings.estimate.dp_overhead:
         raise KeyError(f"no DP overhead configured for clipping mode {clipping_mode!r}")
+    if (
+        fit is not None
+        and family is not None
+        and family in fit.families
+        and batch is not None
+        and macs is not None
+    ):
+        estimate = calibrated_run(
+            fit,
+            worker,
+            family=family,
+            steps=steps,
+            batch=batch,
+            macs=macs,
+            rows=rows,
+            epochs=epochs,
+            memory_watts_per_gb=settings.meter.memory_watts_per_gb,
+        )
+        accuracy = Accuracy(
+            True,
+            fit.relative_error,
+            f"calibrated by a {worker_class} worker on {fit.host or 'its host'} at "
+            f"{fit.measured_at or 'start'} ({len(fit.points)} timed runs, {fit.method} power)",
+        )
+        return _priced(
+            settings,
+            worker_class,
+            region_name,
+            estimate,
+            accuracy,
+            royalty,
+            now,
+            deadline,
+            live_workers,
+        )
     seconds = estimate_seconds(
         samples=samples,
         epochs=epochs,
@@ -87,8 +191,40 @@ def quote_costs(
         gpu_utilisation=settings.meter.gpu_utilisation,
         cpu_utilisation=cpu_utilisation,
     )
-    duration = timedelta(seconds=seconds)
+    accuracy = Accuracy(
+        False,
+        None,
+        f"no {worker_class} worker has calibrated yet: configured constants, error unknown",
+    )
+    return _priced(
+        settings,
+        worker_class,
+        region_name,
+        estimate,
+        accuracy,
+        royalty,
+        now,
+        deadline,
+        live_workers,
+    )
+
+
+def _priced(
+    settings: CostingSettings,
+    worker_class: str,
+    region_name: str,
+    estimate: RunEstimate,
+    accuracy: Accuracy,
+    royalty: Money,
+    now: datetime,
+    deadline: datetime | None,
+    live_workers: int | None,
+) -> QuoteCosts:
+    worker = settings.worker_classes[worker_class]
+    where = settings.regions[region_name]
+    duration = timedelta(seconds=estimate.seconds)
     profile = where.hourly_intensity_g_per_kwh
+    availability = Availability(live_workers)
 
     def priced(start: datetime) -> CostBreakdown:
         return price_run(
@@ -102,6 +238,17 @@ def quote_costs(
 
     now_cost = priced(now)
     if deadline is None:
-        return QuoteCosts(worker_class, region_name, estimate, now_cost, None, None)
+        return QuoteCosts(
+            worker_class, region_name, estimate, now_cost, None, None, accuracy, availability
+        )
     choice = greenest_start(profile, now, duration, deadline, energy_kwh=now_cost.energy_kwh)
-    return QuoteCosts(worker_class, region_name, estimate, now_cost, choice, priced(choice.start))
+    return QuoteCosts(
+        worker_class,
+        region_name,
+        estimate,
+        now_cost,
+        choice,
+        priced(choice.start),
+        accuracy,
+        availability,
+    )

@@ -233,6 +233,20 @@ class EstimateSettings(_Section):
         description="Samples the worker-start benchmark trains on to calibrate throughput. "
         "SOURCE: design choice (about a second on one core).",
     )
+    calibrate: bool = Field(
+        default=True,
+        description="Whether a worker fits its own start-up and per-step costs per model "
+        "family at start (real DP-SGD runs on synthetic data, timed by the run meter). "
+        "SOURCE: design choice (docs/costs.md).",
+    )
+    min_relative_error: float = Field(
+        default=0.15,
+        ge=0,
+        le=10,
+        description="Floor of a calibrated quote's expected relative error: a dozen short "
+        "runs on a machine shared with other work cannot promise better. SOURCE: "
+        "bench/quote_accuracy.py on this project's 2-core machine (docs/benchmarks.md).",
+    )
 
 
 class CostingSettings(_Section):

@@ -28,12 +28,21 @@ def worker_id(pid: int | None = None) -> str:
     return f"{socket.gethostname()[:100]}:{pid if pid is not None else os.getpid()}"
 
 
-def beat(database: Database, *, worker: str, backend: str, now: datetime | None = None) -> None:
+def beat(
+    database: Database,
+    *,
+    worker: str,
+    backend: str,
+    now: datetime | None = None,
+    worker_class: str | None = None,
+) -> None:
     now = now or utcnow()
     with database.write() as session:
         row = session.get(WorkerHeartbeat, worker)
         if row is None:
-            row = WorkerHeartbeat(worker_id=worker, queue_backend=backend, started_at=now)
+            row = WorkerHeartbeat(
+                worker_id=worker, queue_backend=backend, started_at=now, worker_class=worker_class
+            )
         row.last_seen_at = now
         session.add(row)
         session.exec(
@@ -63,23 +72,42 @@ def live_count(database: Database, *, since: datetime) -> int:
 class Heartbeat:
     """A daemon thread beating every ``interval_s`` until ``stop()``, which removes the row."""
 
-    def __init__(self, database: Database, *, interval_s: float, backend: str) -> None:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        interval_s: float,
+        backend: str,
+        worker_class: str | None = None,
+        worker: str | None = None,
+    ) -> None:
         self.database = database
         self.interval_s = interval_s
         self.backend = backend
-        self.worker = worker_id()
+        self.worker_class = worker_class
+        self.worker = worker or worker_id()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
     def start(self) -> Heartbeat:
-        beat(self.database, worker=self.worker, backend=self.backend)  # fail loudly at start
+        beat(
+            self.database,
+            worker=self.worker,
+            backend=self.backend,
+            worker_class=self.worker_class,
+        )  # fail loudly at start
         self._thread.start()
         return self
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
-                beat(self.database, worker=self.worker, backend=self.backend)
+                beat(
+                    self.database,
+                    worker=self.worker,
+                    backend=self.backend,
+                    worker_class=self.worker_class,
+                )
             except Exception:  # a busy database must not kill the worker; the next beat retries
                 log.exception("heartbeat not written")
 

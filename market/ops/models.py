@@ -20,5 +20,8 @@ class WorkerHeartbeat(SQLModel, table=True):
 
     worker_id: str = Field(primary_key=True, max_length=120)
     queue_backend: str = Field(max_length=16)
+    # The costing.worker_classes name it trains for: a quote for a class with no fresh row
+    # cannot be bought (market.trading.calibration.live_workers). None: an older worker.
+    worker_class: str | None = Field(default=None, max_length=40, index=True)
     started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_seen_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)

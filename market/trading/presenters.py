@@ -52,6 +52,7 @@ def quote_public(quote: Quote, *, epsilon_total: float) -> QuotePublic:
                 "energy_kwh": str(now["energy_kwh"]),
                 "emissions_kg": str(now["emissions_kg"]),
                 "price": _price_terms(now, quote.currency),
+                "accuracy": quote.estimate.get("accuracy"),
             },
             "greenest_start": None
             if greenest is None
@@ -63,6 +64,9 @@ def quote_public(quote: Quote, *, epsilon_total: float) -> QuotePublic:
             "fits_budget": quote.fits_budget,
             "reason": quote.request.get("reason"),
             "budget": {"epsilon_total": epsilon_total, "epsilon_after": quote.epsilon_after},
+            "worker": None
+            if quote.estimate.get("availability") is None
+            else {"worker_class": quote.estimate["worker_class"], **quote.estimate["availability"]},
             "created_at": quote.created_at,
             "expires_at": quote.expires_at,
         }

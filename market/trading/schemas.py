@@ -59,11 +59,34 @@ class PriceTerms(BaseModel):
     currency: str
 
 
+class ExpectedError(BaseModel):
+    """How far the measured run may land from the estimate (docs/costs.md)."""
+
+    calibrated: bool = Field(description="False: no worker of the class has calibrated yet.")
+    relative_error: float | None = Field(
+        description="Expected relative error of time and energy (0.15 = +-15%); None: unknown."
+    )
+    seconds_low: float | None
+    seconds_high: float | None
+    basis: str = Field(description="Where the figures came from, in one sentence.")
+
+
 class Estimate(BaseModel):
     seconds: float
     energy_kwh: str
     emissions_kg: str
     price: PriceTerms
+    accuracy: ExpectedError | None = None
+
+
+class WorkerAvailability(BaseModel):
+    """Whether a worker of the quoted class is alive; without one the quote cannot be bought
+    (409 ``no_live_worker``)."""
+
+    worker_class: str
+    live: bool | None
+    live_workers: int | None
+    message: str
 
 
 class QuotePublic(BaseModel):
@@ -76,6 +99,7 @@ class QuotePublic(BaseModel):
     fits_budget: bool
     reason: str | None
     budget: dict[str, float]
+    worker: WorkerAvailability | None = None
     created_at: datetime
     expires_at: datetime
 

@@ -82,8 +82,11 @@ def model_input(dataset: Dataset, spec: Any) -> Description:
     return for_model(catalog.preprocessing_of(dataset), embedding=uses_embedding(spec))
 
 
-def _plan(dataset: Dataset, request: QuoteRequest, settings: Settings) -> tuple[RunPlan, Any, int]:
-    """Validate the model against the schema and plan the mechanism; 422 on any problem."""
+def _plan(
+    dataset: Dataset, request: QuoteRequest, settings: Settings
+) -> tuple[RunPlan, Any, int, calibration.ModelWork]:
+    """Validate the model against the schema and plan the mechanism; 422 on any problem.
+    Also the model's family and work per sample, for the time estimate."""
     from privacy.specs import build_model, parse_model_spec
     from privacy.training import plan_run
 
@@ -116,7 +119,7 @@ def _plan(dataset: Dataset, request: QuoteRequest, settings: Settings) -> tuple[
     except (SpecError, PlanError) as exc:
         raise ValidationFailed(str(exc), details=exc.details) from exc
     parameters = sum(p.numel() for p in model.parameters())
-    return plan, spec, parameters
+    return plan, spec, parameters, calibration.model_work(model, input_shape(description))
 
 
 def create_quote(
@@ -134,7 +137,7 @@ def create_quote(
         )
     from privacy.specs import spec_to_dict, template_defaults
 
-    plan, spec, parameters = _plan(dataset, request, settings)
+    plan, spec, parameters, work = _plan(dataset, request, settings)
     ledger = budget.ledger_for(session, dataset.id, accountant=settings.trading.accountant)
     epsilon_after = ledger.epsilon_with(plan.records(), delta=dataset.delta)
     reason = None
@@ -165,6 +168,15 @@ def create_quote(
         throughput_samples_per_s=calibration.throughput_for(session, request.worker_class),
         # Workers train with one torch thread (docs/pitfalls.md): one core of the class busy.
         cpu_utilisation=1.0 / settings.costing.worker_classes[request.worker_class].cores,
+        # The class's own calibration (docs/costs.md) and whether a worker of it is alive.
+        fit=calibration.fit_for(session, request.worker_class),
+        family=work.family,
+        batch=plan.sample_rate * plan.rows,
+        macs=work.macs,
+        rows=plan.rows,
+        live_workers=calibration.live_workers(
+            session, request.worker_class, stale_after_s=settings.ops.worker_stale_s
+        ),
     )
     stored_request = request.model_dump(mode="json")
     stored_request.update(

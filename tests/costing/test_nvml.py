@@ -9,7 +9,13 @@ from typing import Any
 
 import pytest
 
-from market.costing.meter import EstimatedMeter, NvmlMeter, measure, select_meter
+from market.costing.meter import (
+    NO_GPU_MEASURED,
+    EstimatedMeter,
+    NvmlMeter,
+    measure,
+    select_meter,
+)
 from market.costing.nvml import NvmlReader, NvmlUnavailable, load_nvml
 from market.costing.settings import MeterSettings, WorkerClassSettings
 from tests.costing.conftest import make_worker
@@ -100,18 +106,18 @@ def test_real_loader_on_this_machine_falls_back_to_the_estimate(
 ) -> None:
     meter, notes = select_meter(no_rapl, gpu_worker)
     assert isinstance(meter, EstimatedMeter)
-    assert meter.gpus == 1 and meter.gpu_tdp_w == 400.0  # the GPU is estimated, not dropped
+    assert meter.gpus == 0  # no GPU watts that NVML did not read (docs/costs.md)
     assert notes[0] == f"nvml unavailable: {NO_LIBRARY}"
-    assert notes[1].startswith("rapl unavailable") and len(notes) == 2
+    assert notes[1].startswith("rapl unavailable")
+    assert notes[2] == NO_GPU_MEASURED and len(notes) == 3
 
     with measure(no_rapl, gpu_worker) as run:
         sum(range(100_000))
     result = run.measurement
     assert result.method == "estimated"
     assert result.notes[0] == f"nvml unavailable: {NO_LIBRARY}"
-    assert set(result.energy_components_kwh) == {"cpu", "memory", "gpu"}
-    expected_gpu_j = 1 * 400.0 * no_rapl.gpu_utilisation * result.seconds
-    assert result.energy_components_kwh["gpu"] == pytest.approx(expected_gpu_j / 3.6e6)
+    assert NO_GPU_MEASURED in result.notes
+    assert set(result.energy_components_kwh) == {"cpu", "memory"}
 
 
 @with_nvml
@@ -128,7 +134,7 @@ def test_real_nvml_measures_this_machines_gpus(
     assert gpus and all(v >= 0 for v in gpus.values())
 
 
-def test_gpu_worker_without_nvml_falls_back_to_the_estimate(
+def test_gpu_worker_without_nvml_falls_back_to_the_cpu_model(
     gpu_worker: WorkerClassSettings, no_rapl: MeterSettings
 ) -> None:
     def missing() -> Any:
@@ -136,9 +142,10 @@ def test_gpu_worker_without_nvml_falls_back_to_the_estimate(
 
     meter, notes = select_meter(no_rapl, gpu_worker, nvml_loader=missing)
     assert isinstance(meter, EstimatedMeter)
-    assert meter.gpus == 1 and meter.gpu_tdp_w == 400.0  # GPU power is still estimated
+    assert meter.gpus == 0  # the CPU model only: a GPU nobody measured is not claimed
     assert notes[0] == "nvml unavailable: nvidia-ml-py is not installed"
     assert any(note.startswith("rapl unavailable") for note in notes)
+    assert notes[-1] == NO_GPU_MEASURED
 
 
 @pytest.mark.parametrize(
