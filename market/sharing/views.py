@@ -20,6 +20,7 @@ from wtforms.validators import DataRequired, Length, Regexp
 from market.accounts.forms import ConfirmForm
 from market.accounts.models import Role, User
 from market.accounts.services import require_role
+from market.costing.pricing import human_emissions, human_energy
 from market.errors import MarketError, field_errors
 from market.services import services
 from market.sharing import services as sharing
@@ -106,7 +107,9 @@ def acquire(model_id: str) -> Response:
         flash(exc.message, "error")
         return redirect(url_for("sharing.model_page", model_id=model_id), code=303)
     flash(
-        f"Acquired for {receipt.price.amount} {receipt.price.currency}: no new training, "
+        f"Acquired for {receipt.price.amount} {receipt.price.currency}: "
+        f"{human_energy(receipt.energy_avoided_kwh)} and "
+        f"{human_emissions(receipt.emissions_avoided_kg)} of training avoided, "
         "no privacy budget spent.",
         "info",
     )

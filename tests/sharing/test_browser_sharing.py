@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from market.accounts.models import Role
+from market.costing.pricing import human_emissions
 from tests.conftest import TEST_PASSWORD
 from tests.sharing.conftest import (  # noqa: F401 - fixtures reused here
     consumer,
@@ -94,7 +95,10 @@ def test_publish_browse_acquire_and_download(
     # Acquire, then download: the bytes the run delivered.
     page.click("[data-testid=acquire]")
     page.wait_for_url(model_url)
-    assert "Acquired for 1.50 EUR" in page.inner_text("body")
+    flash = page.inner_text(".flash")
+    assert "Acquired for 1.50 EUR" in flash and "of training avoided" in flash
+    measured = delivered_run["cost_receipt"]["measured"]
+    assert human_emissions(measured["emissions_kg"]) in flash
     assert page.locator("[data-testid=acquire]").count() == 0
     with page.expect_download() as download_info:
         page.click("[data-testid=download-shared]")
