@@ -33,7 +33,7 @@ from market.catalog.schemas import DatasetPublic
 from market.db import utcnow
 from market.errors import MarketError, field_errors
 from market.services import services
-from market.trading import purchases
+from market.trading import guidance, purchases
 from market.trading import services as trading
 from market.trading.forms import QuoteForm, SpecInvalid
 from market.trading.models import Quote, Run, RunStatus
@@ -80,17 +80,66 @@ def _run_rows(session: Session, runs: list[Run]) -> list[dict[str, Any]]:
     ]
 
 
+# The request's and the planner's field names, as the form's fields (the id the error links
+# to) and in words: an error message never names an internal setting.
+_FORM_FIELD = {
+    "epsilon": "epsilon",
+    "delta": "epsilon",
+    "metrics_fraction": "epsilon",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "learning_rate": "learning_rate",
+    "worker_class": "worker_class",
+    "deadline": "deadline",
+}
+_WORDS = {
+    "metrics_fraction": "the share of epsilon kept for the noisy metrics",
+    "holdout_fraction": "the share of rows held out for the metrics",
+    "max_grad_norm": "the clipping norm",
+    "batch_size": "batch size",
+    "learning_rate": "learning rate",
+    "worker_class": "worker class",
+}
+
+
+def _in_words(message: str) -> str:
+    for name, words in _WORDS.items():
+        message = message.replace(name, words)
+    return message[:1].upper() + message[1:]
+
+
+def _form_field(name: str | None, form: QuoteForm) -> str | None:
+    """The id of the form field an error is about (None: about the request as a whole)."""
+    if not name:
+        return None
+    if name.startswith("model") or name.startswith("layers"):
+        kind = form.model_kind.data
+        return "hidden" if kind == "mlp" else "layers" if kind == "layers" else "model_kind"
+    return _FORM_FIELD.get(name.split(".")[0])
+
+
+@bp.get("/datasets/<dataset_id>/quote")
+@login_required
+def quote_form_page(dataset_id: str) -> Response:
+    """Reloading or revisiting the form's address shows the form (never a 405)."""
+    return redirect(url_for("catalog.dataset_page", dataset_id=dataset_id) + "#quote-heading")
+
+
 @bp.post("/datasets/<dataset_id>/quote")
 @login_required
 def ask_quote(dataset_id: str) -> Response | tuple[str, int]:
-    """Plan and price the run in the form; show the quote (nothing is stored on error)."""
+    """Plan and price the run in the form; show the quote (nothing is stored on error).
+
+    Errors are listed at the top of the page (the form posts to ``#errors``, so the browser
+    shows the list) with links to their fields, and repeated under each field.
+    """
     market = services()
     with market.database.read() as session:
         dataset = catalog.get_dataset(session, actor=_user(), dataset_id=dataset_id)
         public = catalog.to_public(session, dataset)
         is_owner = dataset.owner_id == _user().id
     form = QuoteForm(dataset=public, worker_classes=list(market.settings.costing.worker_classes))
-    errors: list[str] = []
+    errors: list[tuple[str | None, str]] = []
     status = 422
     if form.validate_on_submit():
         try:
@@ -100,25 +149,34 @@ def ask_quote(dataset_id: str) -> Response | tuple[str, int]:
             )
             return redirect(url_for("trading.quote_page", quote_id=quote.id), code=303)
         except SpecInvalid as exc:
-            errors.append(str(exc))
+            errors.append((_form_field("model", form), _in_words(str(exc))))
         except ValidationError as exc:
-            errors.extend(f"{e['field']}: {e['message']}" for e in field_errors(exc))
+            errors.extend(
+                (_form_field(e["field"], form), _in_words(f"{e['field']}: {e['message']}"))
+                for e in field_errors(exc)
+            )
         except MarketError as exc:
-            errors.append(exc.message)
+            errors.append((_form_field(exc.details.get("field"), form), _in_words(exc.message)))
             status = exc.status
     else:
         errors.extend(
-            f"{form[name].label.text}: {message}"
+            (name, f"{form[name].label.text}: {message}")
             for name, messages in form.errors.items()
             for message in messages
         )
+    by_field: dict[str, list[str]] = {}
+    for field_id, message in errors:
+        if field_id:
+            by_field.setdefault(field_id, []).append(message)
     page = render_template(
         "dataset.html",
         dataset=public,
         is_owner=is_owner,
         confirm_form=ConfirmForm(),
         quote_form=form,
-        quote_errors=errors,
+        quote_errors=[message for _, message in errors],
+        quote_field_errors=by_field,
+        page_errors=errors,
     )
     return page, status
 
@@ -126,7 +184,11 @@ def ask_quote(dataset_id: str) -> Response | tuple[str, int]:
 @bp.get("/quotes/<quote_id>")
 @login_required
 def quote_page(quote_id: str) -> str:
-    with services().database.read() as session:
+    """The quote, with its fit asked again of the ledger: a purchase since may have used the
+    budget, and a quote that no longer fits offers no Buy button but the largest epsilon
+    that would fit now."""
+    market = services()
+    with market.database.read() as session:
         quote = trading.get_quote(session, actor=_user(), quote_id=quote_id)
         dataset = session.get(Dataset, quote.dataset_id)
         assert dataset is not None
@@ -135,6 +197,9 @@ def quote_page(quote_id: str) -> str:
         expired = quote.expires_at <= utcnow()
         used = quote.used_at is not None
         title = dataset.title
+        fit = None
+        if not used and not expired:
+            fit = guidance.fit_now(session, quote=quote, settings=market.settings)
     return render_template(
         "quote.html",
         quote=public,
@@ -142,6 +207,7 @@ def quote_page(quote_id: str) -> str:
         title=title,
         expired=expired,
         used=used,
+        fit=fit,
         buy_form=ConfirmForm(),
     )
 

@@ -14,3 +14,16 @@
   select.addEventListener("change", update);
   update();
 })();
+
+// Epsilon presets: a click fills the epsilon field (without script they do nothing).
+(function () {
+  "use strict";
+  var field = document.getElementById("epsilon");
+  if (!field) { return; }
+  document.querySelectorAll("[data-epsilon]").forEach(function (button) {
+    button.addEventListener("click", function () {
+      field.value = button.dataset.epsilon;
+      field.focus();
+    });
+  });
+})();
