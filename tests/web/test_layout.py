@@ -10,6 +10,7 @@ leads to the main content.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,9 @@ from tests.web.test_browser import CHROMIUM_FLAGS, live_server  # noqa: F401 - f
 pytestmark = pytest.mark.browser
 
 WIDTHS = (1280, 390)
+# Screenshots of every page visited, at both widths, when set (docs/screenshots/README.md):
+# MARKET_SCREENSHOTS=docs/screenshots pytest tests/web/test_layout.py -k sideways
+SHOTS = Path(os.environ["MARKET_SCREENSHOTS"]) if os.environ.get("MARKET_SCREENSHOTS") else None
 
 # What the page measures: its width, the header's visible links, the skip link's target.
 MEASURE = """() => {
@@ -84,7 +88,9 @@ def _nav_links(page: Any) -> list[str]:
     return [h for h in hrefs if not h.startswith("/api/")]
 
 
-def check_pages(page: Any, base: str, paths: list[str], bad: list[dict]) -> list[dict]:
+def check_pages(
+    page: Any, base: str, paths: list[str], bad: list[dict], role: str = "anyone"
+) -> list[dict]:
     """Visit each path at both widths; return one measurement per (path, width)."""
     seen = []
     for width in WIDTHS:
@@ -94,6 +100,12 @@ def check_pages(page: Any, base: str, paths: list[str], bad: list[dict]) -> list
             assert response is not None and response.status < 400, (path, response)
             found = page.evaluate(MEASURE)
             found.update(path=path, width=width)
+            if SHOTS:
+                SHOTS.mkdir(parents=True, exist_ok=True)
+                parts = path.strip("/").split("/")
+                slug = "-".join(p if len(p) < 24 else "one" for p in parts) or "home"
+                name = f"{role}-{slug}-{width}.jpg"
+                page.screenshot(path=str(SHOTS / name), type="jpeg", quality=70)
             seen.append(found)
             if (
                 found["scroll"] > found["inner"]
@@ -173,7 +185,7 @@ def test_no_page_scrolls_sideways_for_any_role_at_390_and_1280(
                     page.click("[data-testid=ask-quote]")
                     page.wait_for_url(f"{live_server}/quotes/*")
                     paths.append(page.url.removeprefix(live_server))
-                check_pages(page, live_server, list(dict.fromkeys(paths)), bad)
+                check_pages(page, live_server, list(dict.fromkeys(paths)), bad, role)
                 context.close()
         finally:
             browser.close()
