@@ -12,7 +12,7 @@ from market.api.schemas import COMMON_ERRORS, ErrorBody
 from market.catalog.models import Dataset
 from market.extensions import csrf
 from market.services import services
-from market.trading import purchases
+from market.trading import lifecycle, purchases
 from market.trading import services as trading
 from market.trading.presenters import quote_public, run_public
 from market.trading.schemas import (
@@ -109,6 +109,19 @@ def get_run(path: RunPath):
         run = trading.get_run(session, actor=caller(), run_id=path.run_id)
         out = run_public(run)
     return out.model_dump(mode="json")
+
+
+@api.post(
+    "/runs/<run_id>/cancel",
+    summary="Cancel a queued or running run you bought (released if the data was never "
+    "opened, else the plan is charged)",
+    security=BEARER,
+    responses={200: RunPublic, 409: ErrorBody},
+)
+@api_login_required(Role.RESEARCHER)
+def cancel_run(path: RunPath):
+    run = lifecycle.cancel(services(), actor=caller(), run_id=path.run_id)
+    return run_public(run).model_dump(mode="json")
 
 
 @api.get(

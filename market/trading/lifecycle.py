@@ -14,6 +14,8 @@ ending                        when                                          char
 delivered                     model, receipts and spend in one transaction  what ran
 failed before data touched    shredded dataset, key error, lease lost       nothing
 failed after data touched     any error, lost worker, lease taken over      the plan
+cancelled before data touched the buyer cancels a queued or claimed run     nothing
+cancelled after data touched  the buyer cancels while the data is open      the plan
 ============================  ============================================  ==========
 
 "Data touched" is committed *before* the first byte is decrypted, so a run that was not
@@ -43,13 +45,18 @@ from types import TracebackType
 from sqlmodel import Session, col, select
 
 from market import audit
+from market.accounts.models import Role, User
 from market.catalog.models import Dataset
 from market.db import utcnow
+from market.errors import Conflict, PermissionDenied
 from market.services import Services
 from market.trading import services as trading
 from market.trading.models import Quote, ReleaseState, Run, RunPhase, RunStatus
 
 log = logging.getLogger(__name__)
+
+#: The code of a run its buyer cancelled (``cancel``).
+CANCELLED = "cancelled"
 
 #: The code and message of every failure after the data was touched: fixed strings, so
 #: nothing about the rows (which step, which value, which exception) reaches the buyer.
@@ -259,10 +266,47 @@ def _settle_failure(
 
 
 def _touched_failure(code: str, message: str) -> tuple[str, str]:
-    """After the data was touched, only a lost worker keeps its own (data-free) code."""
-    if code == "worker_lost":
+    """After the data was touched, only a lost worker and a buyer's cancellation keep their
+    own (data-free) codes."""
+    if code in ("worker_lost", CANCELLED):
         return code, message
     return TRAINING_FAILED, TRAINING_FAILED_MESSAGE
+
+
+def cancel(market: Services, *, actor: User, run_id: str) -> Run:
+    """The buyer (or an admin) ends a queued or running run; it is charged like a failure.
+
+    Before the data was touched the reservation is released (nothing was opened); after,
+    the planned records are charged in full, whatever step training had reached (how far
+    it got depends on the data). A running worker finds out at its next fenced write (its
+    heartbeat thread sets the training's cancel event) and delivers nothing; a queued one
+    is never claimed (``claim`` takes only queued runs).
+    """
+    with market.database.write() as session:
+        found = trading.get_run(session, actor=actor, run_id=run_id)  # 404 unless visible
+        if found.buyer_id != actor.id and actor.role is not Role.ADMIN:
+            raise PermissionDenied("only the run's buyer may cancel it")
+        run = _locked(session, run_id)
+        assert run is not None
+        if run.status not in (RunStatus.QUEUED, RunStatus.RUNNING):
+            ended = run.status.value
+            raise Conflict(f"the run has already {ended}", details={"status": ended})
+        touched = run.data_touched_at is not None
+        message = (
+            "cancelled by the buyer after the data was opened; the planned budget is charged"
+            if touched
+            else "cancelled by the buyer before the data was opened; nothing was charged"
+        )
+        _settle_failure(session, market, run, code=CANCELLED, message=message)
+        audit.record(
+            session,
+            market.settings,
+            kind="run.cancelled",
+            subject=run.id,
+            actor_id=actor.id,
+            data={"charged": touched},
+        )
+        return run
 
 
 def reap_lost_runs(market: Services) -> list[str]:

@@ -33,7 +33,7 @@ from market.catalog.schemas import DatasetPublic
 from market.db import utcnow
 from market.errors import MarketError, field_errors
 from market.services import services
-from market.trading import guidance, purchases
+from market.trading import guidance, lifecycle, purchases
 from market.trading import services as trading
 from market.trading.forms import QuoteForm, SpecInvalid
 from market.trading.models import Quote, Run, RunStatus
@@ -230,6 +230,24 @@ def buy(quote_id: str) -> Response:
     return redirect(url_for("trading.run_page", run_id=run_id), code=303)
 
 
+@bp.post("/runs/<run_id>/cancel")
+@login_required
+def cancel_run(run_id: str) -> Response:
+    """The buyer ends a queued or running run (charged as ``lifecycle.cancel`` says)."""
+    form = ConfirmForm()
+    if not form.validate_on_submit():  # the global CSRF check answers 400 before this
+        return redirect(url_for("trading.run_page", run_id=run_id), code=303)
+    try:
+        run = lifecycle.cancel(services(), actor=_user(), run_id=run_id)
+    except MarketError as exc:
+        if exc.status == 404:
+            raise
+        flash(exc.message, "error")
+    else:
+        flash(f"Run cancelled: {run.error_message}.", "info")
+    return redirect(url_for("trading.run_page", run_id=run_id), code=303)
+
+
 @bp.get("/runs/<run_id>")
 @login_required
 def run_page(run_id: str) -> str:
@@ -243,6 +261,7 @@ def run_page(run_id: str) -> str:
         epsilon=rows[0]["epsilon"],
         is_buyer=run.buyer_id == _user().id,
         finished=run.status in FINISHED,
+        cancel_form=ConfirmForm(),
     )
 
 
