@@ -46,8 +46,9 @@ def search_users(
     pending ones first (they wait for somebody), then newest. With each, its API tokens."""
     require_role(actor, Role.ADMIN)
     conditions: list[sa.ColumnElement[bool]] = []
-    if q.strip():
-        needle = q.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    q = q.replace("\x00", "").strip()  # PostgreSQL refuses NUL in a string
+    if q:
+        needle = q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         conditions.append(col(User.email).like(f"%{needle}%", escape="\\"))
     if role is not None:
         conditions.append(col(User.role) == role)

@@ -8,7 +8,7 @@ from typing import Literal
 
 from flask import request
 from flask_openapi3 import APIBlueprint, Tag
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, EmailStr, Field
 from sqlmodel import Session
 
 from market.accounts import admin, onboarding
@@ -64,7 +64,7 @@ class TokenPath(BaseModel):
 
 
 class SignupRequest(BaseModel):
-    email: str = Field(max_length=254)
+    email: EmailStr = Field(max_length=254)
     password: str = Field(max_length=1024)
     role: Literal["owner", "researcher", "auditor", "admin"] = Field(
         description="owner or researcher; auditors and admins are made by an admin (422)."
@@ -81,7 +81,7 @@ class SignupCreated(BaseModel):
 
 
 class EmailRequest(BaseModel):
-    email: str = Field(max_length=254)
+    email: EmailStr = Field(max_length=254)
 
 
 class Accepted(BaseModel):

@@ -31,8 +31,8 @@ from market.accounts.models import MailToken, MailTokenPurpose, Role, User
 from market.accounts.services import (
     TRADING_ROLES,
     create_user,
-    normalise_email,
     set_password,
+    user_by_email,
 )
 from market.audit import log as audit
 from market.db import utcnow
@@ -166,7 +166,7 @@ def _mark_verified(session: Session, user: User) -> None:
 def start_reset(session: Session, *, email: str, ttl: timedelta) -> tuple[User, str] | None:
     """A reset link for the account at ``email``, or None (no such account, or suspended):
     the caller answers the same either way."""
-    user = session.exec(select(User).where(User.email == normalise_email(email))).first()
+    user = user_by_email(session, email)
     if user is None or not user.is_active:
         return None
     return user, issue_link(session, user=user, purpose=MailTokenPurpose.RESET, ttl=ttl)
@@ -235,7 +235,7 @@ def request_verification(
     session: Session, *, email: str, ttl: timedelta
 ) -> tuple[User, str] | None:
     """A new verification link for an unverified, active account at ``email``, or None."""
-    user = session.exec(select(User).where(User.email == normalise_email(email))).first()
+    user = user_by_email(session, email)
     if user is None or not user.is_active or user.email_verified_at is not None:
         return None
     return user, issue_link(session, user=user, purpose=MailTokenPurpose.VERIFY, ttl=ttl)

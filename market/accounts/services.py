@@ -39,6 +39,14 @@ def normalise_email(email: str) -> str:
     return email.strip().lower()
 
 
+def user_by_email(session: Session, email: str) -> User | None:
+    """The account with this address (case-insensitive), or None. An address no account can
+    have (a NUL character, which PostgreSQL refuses in a query) is simply unknown."""
+    if "\x00" in email:
+        return None
+    return session.exec(select(User).where(User.email == normalise_email(email))).first()
+
+
 def create_user(
     session: Session,
     *,
@@ -185,7 +193,7 @@ def authenticate(session: Session, *, email: str, password: str, passwords: Pass
     waits for approval is told so (AccountPending), but only to somebody who knows its
     password.
     """
-    user = session.exec(select(User).where(User.email == normalise_email(email))).first()
+    user = user_by_email(session, email)
     if user is None:
         passwords.verify_dummy(password)
         raise InvalidCredentials("the e-mail or password is wrong")

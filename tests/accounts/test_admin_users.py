@@ -197,3 +197,12 @@ def test_the_admin_page_approves_and_suspends(make_app) -> None:
     assert kinds == ["user.approved", "user.suspended"]
     # Without the form's CSRF token nothing happens.
     assert browser.post(f"/admin/users/{newbie}/status/active").status_code == 400
+
+
+def test_search_with_a_nul_character_is_no_error(make_app) -> None:
+    app = make_app()
+    _make(app, ADMIN, Role.ADMIN)
+    client = app.test_client()
+    response = client.get("/api/v1/users?q=%00chief", headers=_bearer(client, ADMIN))
+    assert response.status_code == 200
+    assert [u["email"] for u in response.get_json()["items"]] == [ADMIN]

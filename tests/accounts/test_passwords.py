@@ -280,3 +280,19 @@ def test_a_suspended_account_gets_no_reset_that_works(make_app) -> None:
     assert client.post("/api/v1/password-resets", json={"email": EMAIL}).status_code == 202
     with app.extensions["market"].database.read() as session:
         assert len(session.exec(select(MailToken)).all()) == 1  # no new link was made
+
+
+def test_hostile_addresses_get_a_clear_answer_not_a_500(make_app) -> None:
+    app = make_app()
+    _account(app)
+    client = app.test_client()
+    for email in ("nul\u0000@people.example", "not an address", "x" * 300 + "@people.example"):
+        response = client.post("/api/v1/password-resets", json={"email": email})
+        assert response.status_code == 422, email
+        assert_error_shape(response.get_json(), "validation_error")
+    page = post_form(client, "/password/forgot", {"email": "nul\u0000@people.example"})
+    assert page.status_code == 200  # the page's usual answer, and no mail
+    login = web_login(client, "nul\u0000@people.example", TEST_PASSWORD)
+    assert login.status_code == 401
+    with app.extensions["market"].database.read() as session:
+        assert session.exec(select(MailToken)).all() == []

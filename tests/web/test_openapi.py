@@ -12,9 +12,16 @@ def test_openapi_document_lists_the_api_and_bearer_auth(client) -> None:
     assert doc["openapi"].startswith("3.")
     assert {"/api/v1/tokens", "/api/v1/me", "/api/v1/users"} <= set(doc["paths"])
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
-    # The token endpoint is public; the others need the bearer token.
-    assert doc["paths"]["/api/v1/tokens"]["post"].get("security", []) == []
-    public = {("/api/v1/tokens", "post")}
+    # Signing in, signing up and asking for a reset or verification mail are public; every
+    # other operation needs the bearer token.
+    public = {
+        ("/api/v1/tokens", "post"),
+        ("/api/v1/accounts", "post"),
+        ("/api/v1/password-resets", "post"),
+        ("/api/v1/email-verifications", "post"),
+    }
+    for path, method in public:
+        assert doc["paths"][path][method].get("security", []) == [], (method, path)
     for path, operations in doc["paths"].items():
         for method, operation in operations.items():
             if (path, method) not in public:
