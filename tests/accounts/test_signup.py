@@ -261,3 +261,22 @@ def test_verification_mail_can_be_asked_again_and_retires_the_old_link(make_app)
     assert len(messages) == 2
     assert client.get(old).status_code == 410
     assert client.get(link_path(messages[1])).status_code == 200
+
+
+def test_the_account_page_mails_a_new_link_to_an_unverified_account(make_app) -> None:
+    from tests.accounts.conftest import post_form, wait_for_messages
+
+    app = make_app(accounts={"signup": "open"})
+    client = app.test_client()
+    sign_up(client, "later@people.example")
+    assert web_login(client, "later@people.example", NEW_PASSWORD).status_code == 302
+    page = client.get("/account").get_data(as_text=True)
+    assert "not confirmed yet" in page and "Mail me a new link" in page
+    sent = post_form(client, "/account", {}, action="/account/verify-email")
+    assert sent.status_code == 302
+    messages = wait_for_messages(app, 2)
+    assert len(messages) == 2
+    assert client.get(link_path(messages[0])).status_code == 410  # retired by the new one
+    assert client.get(link_path(messages[1])).status_code == 200
+    assert "confirmed" in client.get("/account").get_data(as_text=True)
+    assert "Mail me a new link" not in client.get("/account").get_data(as_text=True)
