@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 # constraints.txt pins every package, torch to the 2.13 CPU build (no multi-GB CUDA wheels).
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: run test test-fast lint typecheck check clean
+.PHONY: run test test-fast bench-smoke lint typecheck check clean
 
 # `make test` runs the suite in parallel (pytest-xdist), TEST_WORKERS processes, one per core
 # by default; each has its own PostgreSQL and Redis databases and folders (tests/conftest.py).
@@ -19,6 +19,10 @@ TEST_WORKERS ?= auto
 # `make test-fast`: the unit layer in under a minute: no real training and no other
 # processes (slow, integration: see tests/conftest.py), no browser, no PostgreSQL or Redis.
 FAST_TESTS := not slow and not integration and not browser and not postgres and not redis
+# `--dist worksteal`: an idle worker takes queued tests from a busy one, so one slow test at
+# the end of a worker's share does not leave the other core idle. The benchmarks' smoke run
+# over every benchmark (bench_smoke) is `make bench-smoke`, which CI runs after the suite.
+XDIST := -n $(TEST_WORKERS) --dist worksteal
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,10 +42,13 @@ run: $(VENV)/.installed
 	$(BIN)/market serve --host 127.0.0.1 --port $(PORT)
 
 test: $(VENV)/.installed-dev
-	$(BIN)/pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/pytest $(XDIST) -m "not bench_smoke" $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.installed-dev
-	$(BIN)/pytest -n $(TEST_WORKERS) -m "$(FAST_TESTS)" $(PYTEST_ARGS)
+	$(BIN)/pytest $(XDIST) -m "$(FAST_TESTS)" $(PYTEST_ARGS)
+
+bench-smoke: $(VENV)/.installed-dev
+	$(BIN)/pytest -m bench_smoke $(PYTEST_ARGS) tests/bench
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
@@ -50,7 +57,7 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
-check: lint typecheck test
+check: lint typecheck test bench-smoke
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,8 +1,13 @@
 """Each benchmark starts and writes well-formed JSON on tiny inputs (``--smoke``).
 
 Benchmarks never run in the test suite otherwise, and nothing here is timed: ``make bench``
-measures, this only checks that the suite still runs end to end (``bench/run_all.py
---smoke``: every benchmark as a subprocess, the collected JSON and the rendered page).
+measures, this only checks that the harness still runs end to end (``bench/run_all.py
+--smoke``: benchmarks as subprocesses, the collected JSON and the rendered page).
+
+Starting every benchmark costs about two minutes of both cores (servers, a worker's
+calibration, real training), a third of the suite: ``make test`` runs the harness on the two
+cheapest benchmarks, and the run over all of them is marked ``bench_smoke``, which
+``make bench-smoke`` (and CI, after ``make test``) runs.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,19 +31,20 @@ BENCHMARKS = {
     "quote_accuracy",
     "load",
 }
+#: The two that start no server and train no model: the harness test runs these.
+CHEAPEST = {"vault_throughput", "runs_per_budget"}
 
 
-@pytest.mark.slow
-def test_every_benchmark_starts_and_writes_json(tmp_path: Path) -> None:
+def run_harness(tmp_path: Path, *extra: str) -> tuple[dict[str, Any], str]:
+    """``bench/run_all.py --smoke`` in a subprocess; its JSON report and rendered page."""
     out_json, out_md = tmp_path / "latest.json", tmp_path / "benchmarks.md"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run_all.py"), "--smoke", "--jobs", "3",
+        [sys.executable, str(ROOT / "bench" / "run_all.py"), "--smoke", *extra,
          "--json", str(out_json), "--out", str(out_md)],
         cwd=ROOT, capture_output=True, text=True, timeout=3600, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    report = json.loads(out_json.read_text())
-    assert set(report["benchmarks"]) == BENCHMARKS
+    report: dict[str, Any] = json.loads(out_json.read_text())
     for name, bench in report["benchmarks"].items():
         assert bench["rc"] == 0, name
         assert isinstance(bench["result"], dict) and bench["result"], name
@@ -45,3 +52,18 @@ def test_every_benchmark_starts_and_writes_json(tmp_path: Path) -> None:
     assert report["summary"], "the summary table has rows"
     page = out_md.read_text()
     assert page.startswith("# Benchmarks") and "| figure |" in page
+    return report, page
+
+
+@pytest.mark.slow
+def test_the_harness_collects_and_renders_the_cheapest_benchmarks(tmp_path: Path) -> None:
+    report, page = run_harness(tmp_path, "--only", ",".join(sorted(CHEAPEST)))
+    assert set(report["benchmarks"]) == CHEAPEST
+    assert "(smoke sizes: not representative)" in page
+
+
+@pytest.mark.slow
+@pytest.mark.bench_smoke
+def test_every_benchmark_starts_and_writes_json(tmp_path: Path) -> None:
+    report, _ = run_harness(tmp_path, "--jobs", "2")
+    assert set(report["benchmarks"]) == BENCHMARKS
