@@ -20,7 +20,9 @@ class NoLiveWorker(Conflict):
     code = "no_live_worker"
 
 
-def buy(market: Services, *, actor: User, quote_id: str) -> Run:
+def buy(market: Services, *, actor: User, quote_id: str, start_greenest: bool = True) -> Run:
+    """Reserve, create and queue the run; with a deadline it is queued for the quote's
+    greenest start unless the buyer chose ``start_greenest=False`` (start now)."""
     with market.database.write() as session:
         quote = trading.get_quote(session, actor=actor, quote_id=quote_id)
         worker_class = str(quote.request.get("worker_class", "cpu"))
@@ -32,6 +34,10 @@ def buy(market: Services, *, actor: User, quote_id: str) -> Run:
                 details={"worker_class": worker_class},
             )
         run = trading.purchase(session, actor=actor, quote_id=quote_id, settings=market.settings)
-        start = trading.scheduled_start(trading.get_quote(session, actor=actor, quote_id=quote_id))
+        start = (
+            trading.scheduled_start(trading.get_quote(session, actor=actor, quote_id=quote_id))
+            if start_greenest
+            else None
+        )
     market.queue.enqueue_run(run.id, eta=start)
     return run

@@ -220,7 +220,12 @@ def buy(quote_id: str) -> Response:
     if not form.validate_on_submit():  # the global CSRF check answers 400 before this
         return redirect(url_for("trading.quote_page", quote_id=quote_id), code=303)
     try:
-        run_id = purchases.buy(services(), actor=_user(), quote_id=quote_id).id
+        run_id = purchases.buy(
+            services(),
+            actor=_user(),
+            quote_id=quote_id,
+            start_greenest=request.form.get("start", "greenest") != "now",
+        ).id
     except MarketError as exc:
         if exc.status == 404:
             raise

@@ -100,3 +100,42 @@ def test_a_quote_that_no_longer_fits_loses_its_buy_button_and_names_the_largest_
     assert "Fits the dataset" in unescape(web.get(fits.headers["Location"]).get_data(as_text=True))
     over = ask_quote(web, draft["id"], epsilon=str(round(largest + 0.05, 2)))
     assert "Does not fit" in unescape(web.get(over.headers["Location"]).get_data(as_text=True))
+
+
+@pytest.mark.parametrize("choice", ["now", "greenest"])
+def test_the_buyer_chooses_to_start_now_or_at_the_greenest_time(
+    app,
+    listed_cancer,
+    researcher,
+    browser_for,  # noqa: F811
+    choice: str,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    web = browser_for(researcher[0])
+    later = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+    quote = ask_quote(web, listed_cancer["id"], deadline=later).headers["Location"]
+    page = unescape(web.get(quote).get_data(as_text=True))
+    assert 'data-testid="start-choice"' in page
+    assert re.search(r'value="greenest" checked', page)  # the suggestion is the default
+    huey = app.extensions["market"].queue.huey
+    bought = web.post(
+        f"{quote}/buy", data={"csrf_token": csrf_token_from(web, quote), "start": choice}
+    )
+    assert bought.status_code == 303 and bought.headers["Location"].startswith("/runs/")
+    run_id = bought.headers["Location"].rsplit("/", 1)[1]
+    # No consumer runs here: the task waits in the queue with its eta (None: start now).
+    tasks = [t for t in [*huey.pending(), *huey.scheduled()] if run_id in str(t.args)]
+    assert len(tasks) == 1
+    if choice == "now":
+        assert tasks[0].eta is None
+    else:
+        from market.trading.models import Quote
+        from market.trading.services import scheduled_start
+
+        with app.extensions["market"].database.read() as session:
+            start = scheduled_start(session.get(Quote, quote.rsplit("/", 1)[1]))
+        assert start is not None
+        if start > datetime.now(UTC):  # a greenest start in the future is the task's eta
+            assert tasks[0].eta is not None
+            assert abs((tasks[0].eta.replace(tzinfo=UTC) - start).total_seconds()) < 1
