@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from market.accounts.errors import AccountPending, EmailUnverified
@@ -88,7 +89,14 @@ def create_user(
         },
     )
     session.add(user)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        # Two sign-ups for one address at once (PostgreSQL lets both pass the check above):
+        # the unique index decides, and the loser gets the same answer as a later one.
+        raise Conflict(
+            f"an account for {data.email} already exists", details={"email": data.email}
+        ) from exc
     audit.append(
         session,
         kind=kind,

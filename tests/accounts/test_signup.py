@@ -280,3 +280,24 @@ def test_the_account_page_mails_a_new_link_to_an_unverified_account(make_app) ->
     assert client.get(link_path(messages[1])).status_code == 200
     assert "confirmed" in client.get("/account").get_data(as_text=True)
     assert "Mail me a new link" not in client.get("/account").get_data(as_text=True)
+
+
+def test_two_sign_ups_for_one_address_at_once_give_201_and_409(make_app) -> None:
+    import threading
+
+    app = make_app(accounts={"signup": "open"})
+    barrier = threading.Barrier(2)
+    statuses: list[int] = []
+
+    def attempt() -> None:
+        client = app.test_client()
+        barrier.wait(timeout=60)
+        statuses.append(sign_up(client, "racer@people.example").status_code)
+
+    threads = [threading.Thread(target=attempt) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert sorted(statuses) == [201, 409]
+    assert _count(app, User) == 1
