@@ -185,8 +185,15 @@ def new_dataset() -> Response | tuple[str, int]:
 @bp.post("/datasets/<dataset_id>/delete")
 @login_required
 def delete_dataset(dataset_id: str) -> Response:
+    """Delist (destroying the data key) once the owner has typed the dataset's title."""
     form = ConfirmForm()
     if form.validate_on_submit():
+        with services().database.read() as session:
+            title = catalog.get_dataset(session, actor=_user(), dataset_id=dataset_id).title
+        typed = (request.form.get("confirm_title") or "").strip()
+        if typed != title.strip():
+            flash("Nothing was delisted: type the dataset's title exactly to confirm.", "error")
+            return redirect(url_for("catalog.dataset_page", dataset_id=dataset_id) + "#delist")
         dataset = delist_dataset(services(), actor=_user(), dataset_id=dataset_id)
         flash(f"Delisted “{dataset.title}”; its data key is destroyed.", "info")
     return redirect(url_for("catalog.my_datasets"))

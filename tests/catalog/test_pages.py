@@ -80,8 +80,25 @@ def test_delist_from_my_datasets(app, client, make_user) -> None:
     login(client, owner.email, TEST_PASSWORD)
     listed = _post_form(client, metadata(), to_csv(cancer_rows(60)))
     dataset_id = listed.headers["Location"].rsplit("/", 1)[1]
-    token = csrf_token_from(client, "/my/datasets")
-    client.post(f"/datasets/{dataset_id}/delete", data={"csrf_token": token})
+    assert f'href="/datasets/{dataset_id}#delist"' in client.get("/my/datasets").get_data(
+        as_text=True
+    )
+    token = csrf_token_from(client, f"/datasets/{dataset_id}")
+    stored = storage_files(app)
+    # Without the title typed, nothing is destroyed.
+    for typed in ("", "Breast cancer"):
+        refused = client.post(
+            f"/datasets/{dataset_id}/delete", data={"csrf_token": token, "confirm_title": typed}
+        )
+        assert refused.headers["Location"] == f"/datasets/{dataset_id}#delist"
+        assert storage_files(app) == stored
+    page = client.get(f"/datasets/{dataset_id}").get_data(as_text=True)
+    assert "Nothing was delisted" in page
+    title = metadata()["title"]
+    client.post(
+        f"/datasets/{dataset_id}/delete",
+        data={"csrf_token": token, "confirm_title": f" {title} "},
+    )
     assert storage_files(app) == []
     assert "delisted" in client.get("/my/datasets").get_data(as_text=True)
 
