@@ -20,6 +20,7 @@ from wtforms import ValidationError as CsrfInvalid
 from market.accounts.forms import ConfirmForm
 from market.accounts.models import Role, User
 from market.accounts.services import require_role
+from market.catalog import limits, profile
 from market.catalog import services as catalog
 from market.catalog.schemas import DatasetCreate
 from market.catalog.streams import StreamingForm, discard_rest
@@ -35,7 +36,7 @@ bp = Blueprint("catalog", __name__)
 def _finish_upload_body(response: Response) -> Response:
     """The upload form refused mid-body (or before it) leaves bytes unread: drain them up
     to a bound so a keep-alive connection stays usable, else ask for it to be closed."""
-    if request.endpoint == "catalog.new_dataset":
+    if request.endpoint in ("catalog.new_dataset", "catalog.inspect_file"):
         limit = services().settings.catalog.max_upload_bytes + (2 << 20)
         if not discard_rest(request.stream, max_bytes=limit):
             response.headers["Connection"] = "close"
@@ -121,6 +122,60 @@ def new_dataset_form() -> str:
     return render_template(
         "new_dataset.html", metadata=json.dumps(EXAMPLE_METADATA, indent=2), errors=[]
     )
+
+
+@bp.post("/datasets/new/inspect")
+@csrf.exempt
+@login_required
+def inspect_file() -> Response | tuple[str, int]:
+    """The wizard's first step: the owner's file is read in memory (never spooled, never
+    stored), profiled, and the profile shown to that owner only with suggested metadata."""
+    require_role(_user(), Role.OWNER)
+    market = services()
+    boundary = request.mimetype_params.get("boundary")
+    if request.mimetype != "multipart/form-data" or not boundary:
+        abort(400, "the inspection form must be sent as multipart/form-data")
+    cap = market.settings.catalog.max_in_memory_bytes
+    form = StreamingForm(request.stream, boundary, max_bytes=cap + (1 << 20))
+    try:
+        validate_csrf(form.read_fields().get("csrf_token"))
+    except CsrfInvalid:
+        abort(400, "the form's CSRF token is missing or expired; reload the page")
+
+    def again(message: str, status: int) -> tuple[str, int]:
+        page = render_template(
+            "new_dataset.html",
+            metadata=json.dumps(EXAMPLE_METADATA, indent=2),
+            errors=[],
+            page_errors=[("file", message)],
+        )
+        return page, status
+
+    if not form.filename:
+        return again("Choose the file to inspect.", 422)
+    data = bytearray()
+    for chunk in form.file_chunks():
+        data.extend(chunk)
+        if len(data) > cap:
+            return again(f"The file is larger than the {cap:,} bytes that can be inspected.", 413)
+    name = form.filename.lower()
+    fmt = limits.sniff(bytes(data[:8])) or ("csv" if not name.endswith(".npy") else "npy")
+    try:
+        found = profile.profile_file(fmt, bytes(data))
+    except MarketError as exc:
+        return again(exc.message[:1].upper() + exc.message[1:] + ".", exc.status)
+    finally:
+        data.clear()  # the plaintext leaves memory with the request; nothing was stored
+    title = form.filename.rsplit("/", 1)[-1].rsplit(".", 1)[0][:200] or "My dataset"
+    suggested = profile.suggested_metadata(found, title=title, label=None)
+    page = render_template(
+        "new_dataset.html",
+        metadata=json.dumps(suggested, indent=2, ensure_ascii=False),
+        errors=[],
+        profile=found,
+        filename=form.filename,
+    )
+    return Response(page, mimetype="text/html", headers={"Cache-Control": "private, no-store"})
 
 
 @bp.post("/datasets/new")

@@ -1,0 +1,232 @@
+"""What a file holds, shown to its owner only, before they decide what to publish.
+
+The listing wizard's first step reads the owner's file in memory (as a stream, never spooled:
+see market/catalog/streams.py), profiles it here, and renders the profile in the response to
+that owner. Nothing is stored: not the file, not the statistics. The profile only suggests
+the listing's public metadata (rounded bounds, the categories as written, the label); the
+owner edits it and sends the file again to list it, encrypted as it arrives.
+
+Problems are named with example values, quoted so that a leading space is visible: the
+listing refuses values outside the declared schema, and ``" Private"`` is not ``"Private"``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from market.catalog import limits
+from market.errors import ValidationFailed
+
+# Categorical columns list their values up to this many (the rest are counted).
+MAX_VALUES = 40
+# A column with at most this many distinct values is offered as a label.
+MAX_LABEL_CLASSES = 20
+# Cells read as missing by people, though not by the listing: named as problems.
+MISSING_MARKS = ("?", "NA", "N/A", "null", "NULL", "-")
+
+
+@dataclass
+class ColumnProfile:
+    name: str
+    kind: str  # "numeric" or "categorical"
+    rows: int
+    empty: int = 0
+    marks: dict[str, int] = field(default_factory=dict)  # "?" and the like, with counts
+    padded: int = 0  # values with leading or trailing spaces
+    padded_examples: list[str] = field(default_factory=list)
+    minimum: float | None = None
+    maximum: float | None = None
+    values: list[tuple[str, int]] = field(default_factory=list)  # the commonest, with counts
+    categories: list[str] = field(default_factory=list)  # every value, as written
+    distinct: int = 0
+
+    @property
+    def problems(self) -> list[str]:
+        out = []
+        if self.padded:
+            shown = ", ".join(f"“{v}”" for v in self.padded_examples)
+            out.append(f"{self.padded} values start or end with a space, e.g. {shown}")
+        for mark, count in self.marks.items():
+            out.append(f"{count} cells hold “{mark}” (a missing value?)")
+        if self.empty:
+            out.append(f"{self.empty} empty cells")
+        return out
+
+    def suggested_bounds(self) -> tuple[float, float] | None:
+        if self.minimum is None or self.maximum is None:
+            return None
+        return nice_floor(self.minimum), nice_ceil(self.maximum)
+
+
+@dataclass
+class FileProfile:
+    format: str
+    rows: int
+    columns: list[ColumnProfile] = field(default_factory=list)
+    arrays: list[tuple[str, list[int], str]] = field(default_factory=list)  # NPZ members
+
+    @property
+    def label_candidates(self) -> list[str]:
+        return [
+            c.name
+            for c in self.columns
+            if c.kind == "categorical" and 2 <= c.distinct <= MAX_LABEL_CLASSES
+        ]
+
+
+def _step(value: float) -> float:
+    magnitude = abs(value)
+    if magnitude == 0:
+        return 1.0
+    return float(10 ** math.floor(math.log10(magnitude)))
+
+
+def nice_floor(value: float) -> float:
+    """Rounded down to the value's leading digit: 17.3 -> 10, 0.042 -> 0.04, -3.2 -> -4."""
+    step = _step(value)
+    return float(Decimal(str(math.floor(value / step) * step)).normalize())
+
+
+def nice_ceil(value: float) -> float:
+    """Rounded up to the value's leading digit: 90 -> 90, 91.2 -> 100, 0.042 -> 0.05."""
+    step = _step(value)
+    return float(Decimal(str(math.ceil(value / step) * step)).normalize())
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _profile_column(name: str, cells: list[str | None]) -> ColumnProfile:
+    column = ColumnProfile(name=name, kind="categorical", rows=len(cells))
+    counts: Counter[str] = Counter()
+    marks: Counter[str] = Counter()
+    numbers: list[float] = []
+    numeric = True
+    for cell in cells:
+        if cell is None or cell.strip() == "":
+            column.empty += 1
+            continue
+        if cell != cell.strip():
+            column.padded += 1
+            if len(column.padded_examples) < 3 and cell not in column.padded_examples:
+                column.padded_examples.append(cell)
+        if cell.strip() in MISSING_MARKS:
+            marks[cell.strip()] += 1
+            counts[cell] += 1
+            continue
+        counts[cell] += 1
+        if numeric:
+            value = _number(cell.strip())
+            if value is None:
+                numeric = False
+            else:
+                numbers.append(value)
+    column.marks = dict(marks)
+    column.distinct = len(counts)
+    if numeric and numbers and len(counts) > MAX_LABEL_CLASSES:
+        column.kind = "numeric"
+        column.minimum, column.maximum = min(numbers), max(numbers)
+    else:
+        column.values = counts.most_common(MAX_VALUES)
+        column.categories = sorted(counts)
+    return column
+
+
+def profile_table(table: pa.Table, fmt: str) -> FileProfile:
+    out = FileProfile(format=fmt, rows=table.num_rows)
+    for name in table.column_names:
+        cells = [None if v is None else str(v) for v in table.column(name).to_pylist()]
+        out.columns.append(_profile_column(name, cells))
+    return out
+
+
+def profile_file(fmt: str, data: bytes) -> FileProfile:
+    """Profile a CSV, Parquet or NPZ file held in memory (the caller bounds its size)."""
+    try:
+        if fmt == "csv":
+            table = pa_csv.read_csv(
+                io.BytesIO(data),
+                read_options=pa_csv.ReadOptions(use_threads=False),
+                convert_options=pa_csv.ConvertOptions(
+                    strings_can_be_null=False, null_values=[], column_types=None
+                ),
+            )
+            table = table.cast(pa.schema([(n, pa.string()) for n in table.column_names]))
+            return profile_table(table, fmt)
+        if fmt == "parquet":
+            return profile_table(pq.read_table(io.BytesIO(data)), fmt)
+        if fmt == "npz":
+            return _profile_npz(data)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeDecodeError, OSError):
+        raise ValidationFailed(
+            f"the file could not be read as {fmt.upper()}", details={"field": "file"}
+        ) from None
+    raise ValidationFailed("choose a CSV, Parquet or NPZ file", details={"field": "file"})
+
+
+def _profile_npz(data: bytes) -> FileProfile:
+    """An NPZ's arrays (name, shape, dtype), from the headers only (nothing is decoded): the
+    image and label keys are chosen from them."""
+    out = FileProfile(format="npz", rows=0)
+    archive = limits.open_npz(data)
+    with archive:
+        for entry in archive.namelist():
+            if not entry.endswith(".npy"):
+                continue
+            key = entry[:-4]
+            header = limits.read_npy_header(archive, key, entry)
+            out.arrays.append((key, list(header.shape), str(header.dtype)))
+    out.rows = max((shape[0] for _, shape, _ in out.arrays if shape), default=0)
+    return out
+
+
+def suggested_metadata(profile: FileProfile, *, title: str, label: str | None) -> dict[str, Any]:
+    """Public metadata the owner starts from: bounds rounded outwards, categories exactly as
+    written in the file (so it lists as it is), the label, conservative budget and prices."""
+    meta: dict[str, Any] = {
+        "title": title,
+        "description": "",
+        "licence": "CC-BY-4.0",
+        "tags": [],
+        "format": profile.format,
+        "privacy": {"epsilon_total": 10.0, "delta": 1e-6, "max_epsilon_per_run": 2.0},
+        "price": {"per_run": "5.00", "per_epsilon": "2.00", "currency": "EUR"},
+    }
+    if profile.format == "npz":
+        images = [a for a in profile.arrays if len(a[1]) >= 3]
+        labels = [a for a in profile.arrays if len(a[1]) == 1]
+        integer = bool(images) and images[0][2].startswith("uint")
+        meta["image"] = {
+            "features_key": images[0][0] if images else "x",
+            "labels_key": labels[0][0] if labels else "y",
+            "shape": images[0][1][1:] if images else [28, 28],
+            "pixel_range": {"min": 0, "max": 255 if integer else 1},
+            "class_names": ["name each class, in label order", "..."],
+        }
+        return meta
+    candidates = profile.label_candidates
+    chosen = label or (candidates[-1] if candidates else None)
+    meta["label"] = chosen
+    columns = []
+    for c in profile.columns:
+        bounds = c.suggested_bounds()
+        if c.kind == "numeric" and bounds is not None:
+            columns.append({"name": c.name, "type": "numeric", "min": bounds[0], "max": bounds[1]})
+        else:
+            columns.append({"name": c.name, "type": "categorical", "categories": c.categories})
+    meta["columns"] = columns
+    return meta
