@@ -9,6 +9,7 @@ checks the form's CSRF token itself before reading the file.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
@@ -20,13 +21,15 @@ from wtforms import ValidationError as CsrfInvalid
 from market.accounts.forms import ConfirmForm
 from market.accounts.models import Role, User
 from market.accounts.services import require_role
-from market.catalog import limits, profile
+from market.catalog import editing, limits, profile
 from market.catalog import services as catalog
+from market.catalog.editing import ListingEdit
 from market.catalog.schemas import DatasetCreate
 from market.catalog.streams import StreamingForm, discard_rest
 from market.catalog.uploads import delist_dataset, upload_dataset_file
 from market.errors import MarketError, field_errors
 from market.extensions import csrf
+from market.money import from_minor
 from market.services import services
 
 bp = Blueprint("catalog", __name__)
@@ -235,6 +238,61 @@ def new_dataset() -> Response | tuple[str, int]:
         raise
     flash(f"Listed “{dataset.title}” with {dataset.rows:,} rows.", "info")
     return redirect(url_for("catalog.dataset_page", dataset_id=dataset.id))
+
+
+def _edit_values(dataset_id: str) -> dict[str, Any]:
+    with services().database.read() as session:
+        dataset = catalog.get_own_dataset(session, actor=_user(), dataset_id=dataset_id)
+        tags = catalog.tags_of(session, [dataset.id]).get(dataset.id, [])
+        return {
+            "id": dataset.id,
+            "title": dataset.title,
+            "description": dataset.description,
+            "licence": dataset.licence,
+            "tags": ", ".join(sorted(tags)),
+            "per_run": str(from_minor(dataset.price_per_run_minor, dataset.currency)),
+            "per_epsilon": str(from_minor(dataset.price_per_epsilon_minor, dataset.currency)),
+            "epsilon_total": f"{dataset.epsilon_total:g}",
+            "currency": dataset.currency,
+            "status": dataset.status.value,
+        }
+
+
+@bp.get("/datasets/<dataset_id>/edit")
+@login_required
+def edit_dataset_form(dataset_id: str) -> str:
+    return render_template("edit_dataset.html", values=_edit_values(dataset_id))
+
+
+@bp.post("/datasets/<dataset_id>/edit")
+@login_required
+def edit_dataset(dataset_id: str) -> Response | tuple[str, int]:
+    """The owner edits the listing's words, tags, licence and prices, or raises its budget."""
+    market = services()
+    values = _edit_values(dataset_id)  # 404/403 before anything is parsed
+    form = {name: (request.form.get(name) or "") for name in ListingEdit.model_fields}
+    errors: list[tuple[str | None, str]] = []
+    raw = dict(form, tags=[t.strip() for t in form["tags"].split(",") if t.strip()])
+    try:
+        edit = ListingEdit.model_validate(raw)
+        with market.database.write() as session:
+            changes = editing.edit_listing(
+                session, actor=_user(), dataset_id=dataset_id, edit=edit, settings=market.settings
+            )
+    except ValidationError as exc:
+        errors = [
+            (e["field"].split(".")[0], f"{e['field']}: {e['message']}") for e in field_errors(exc)
+        ]
+    except MarketError as exc:
+        if exc.status in (403, 404):
+            raise
+        errors = [(str(exc.details.get("field", "")) or None, exc.message)]
+    else:
+        flash("Saved." if changes else "Nothing changed.", "info")
+        return redirect(url_for("catalog.dataset_page", dataset_id=dataset_id), code=303)
+    values.update(form)
+    page = render_template("edit_dataset.html", values=values, page_errors=errors)
+    return page, 422
 
 
 @bp.post("/datasets/<dataset_id>/delete")

@@ -109,3 +109,70 @@ def test_bounds_are_rounded_outwards_to_the_leading_digit() -> None:
     assert (nice_floor(17.3), nice_ceil(91.2)) == (10, 100)
     assert (nice_floor(0.042), nice_ceil(0.042)) == (0.04, 0.05)
     assert (nice_floor(-3.2), nice_ceil(90)) == (-4, 90)
+
+
+def _edit_form(client, dataset_id: str, **changes: str) -> dict[str, str]:
+    page = f"/datasets/{dataset_id}/edit"
+    html = unescape(client.get(page).get_data(as_text=True))
+    values = {
+        name: re.search(rf'id="{name}" name="{name}" value="([^"]*)"', html)[1]  # type: ignore[index]
+        for name in ("title", "licence", "tags", "per_run", "per_epsilon", "epsilon_total")
+    }
+    values["description"] = re.search(r'name="description"[^>]*>(.*?)</textarea>', html, re.S)[1]  # type: ignore[index]
+    values.update(changes)
+    values["csrf_token"] = csrf_token_from(client, page)
+    return values
+
+
+@SQLITE
+def test_the_owner_edits_a_listing_and_a_budget_raise_is_audited(app, client, make_user) -> None:
+    from market.audit.models import AuditEntry
+    from tests.catalog.conftest import cancer_rows, metadata, to_csv
+
+    owner = make_user(Role.OWNER)
+    login(client, owner.email, TEST_PASSWORD)
+    token = csrf_token_from(client, "/datasets/new")
+    data, content_type = multipart_body(
+        {"csrf_token": token, "metadata": json.dumps(metadata())},
+        ("file", "d.csv", to_csv(cancer_rows(80))),
+    )
+    dataset_id = (
+        client.post("/datasets/new", data=data, content_type=content_type)
+        .headers["Location"]
+        .rsplit("/", 1)[1]
+    )
+    assert 'data-testid="edit-link"' in client.get(f"/datasets/{dataset_id}").get_data(as_text=True)
+
+    saved = client.post(
+        f"/datasets/{dataset_id}/edit",
+        data=_edit_form(
+            client, dataset_id, title="Tumour cells", tags="health, oncology", per_run="7.50"
+        ),
+    )
+    assert saved.status_code == 303
+    page = unescape(client.get(f"/datasets/{dataset_id}").get_data(as_text=True))
+    assert "Tumour cells" in page and "oncology" in page and "7.50" in page
+
+    lowered = client.post(
+        f"/datasets/{dataset_id}/edit", data=_edit_form(client, dataset_id, epsilon_total="1")
+    )
+    assert lowered.status_code == 422
+    assert "can only be raised" in unescape(lowered.get_data(as_text=True))
+    raised = client.post(
+        f"/datasets/{dataset_id}/edit", data=_edit_form(client, dataset_id, epsilon_total="20")
+    )
+    assert raised.status_code == 303
+    with app.extensions["market"].database.read() as session:
+        dataset = session.get(Dataset, dataset_id)
+        assert dataset is not None and dataset.epsilon_total == 20
+        kinds = [
+            (e.kind, e.data)
+            for e in session.exec(select(AuditEntry).where(AuditEntry.subject == dataset_id))
+        ]
+    assert ("dataset.budget_raised", {"epsilon_total_old": 10.0, "epsilon_total": 20.0}) in kinds
+    assert sum(1 for k, _ in kinds if k == "dataset.edited") == 2
+
+    other = make_user(Role.OWNER)
+    web = app.test_client()
+    login(web, other.email, TEST_PASSWORD)
+    assert web.get(f"/datasets/{dataset_id}/edit").status_code in (403, 404)
