@@ -18,6 +18,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import platform
 import sys
 import time
@@ -227,6 +228,7 @@ def main() -> int:
                 "measured_kwh": measured_kwh,
                 "ratio_kwh": measured_kwh / estimated_kwh if estimated_kwh else None,
                 "expected_error": quote["estimate"]["accuracy"]["relative_error"],
+                "measured_cpu_s": done["cost_receipt"]["measurement"]["cpu_seconds"],
                 "method": done["cost_receipt"]["measurement"]["method"],
                 "worker_wall_s": wall,
             }
@@ -240,18 +242,26 @@ def main() -> int:
     )
     print(
         f"{'case':<22}{'steps':>7}{'est s':>9}{'meas s':>9}{'meas/est':>10}"
-        f"{'est kWh':>12}{'meas kWh':>12}{'meas/est':>10}  method"
+        f"{'est kWh':>12}{'meas kWh':>12}{'meas/est':>10}{'quoted +-':>11}  method"
     )
-    inside = True
+    inside = in_band = True
     for r in results:
         ratio_kwh = f"{r['ratio_kwh']:.2f}" if r["ratio_kwh"] else "-"
         inside &= LOW <= r["ratio_s"] <= HIGH and LOW <= (r["ratio_kwh"] or 0) <= HIGH
+        band = r["expected_error"]
+        in_band &= band is not None and all(
+            abs(x - 1) <= band for x in (r["ratio_s"], r["ratio_kwh"] or 0)
+        )
         print(
             f"{r['case']:<22}{r['steps']:>7}{r['estimated_s']:>9.2f}{r['measured_s']:>9.2f}"
             f"{r['ratio_s']:>10.2f}{r['estimated_kwh']:>12.2e}{r['measured_kwh']:>12.2e}"
-            f"{ratio_kwh:>10}  {r['method']}"
+            f"{ratio_kwh:>10}{'-' if band is None else f'{band:.0%}':>11}  {r['method']}"
         )
     print(f"every ratio within {LOW}-{HIGH}: {'yes' if inside else 'no'}")
+    print(f"every ratio within the quote's own stated error: {'yes' if in_band else 'no'}")
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    if load is not None:
+        print(f"load average at the end (1, 5, 15 min): {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     if args.json:
         args.json.write_text(
             json.dumps(

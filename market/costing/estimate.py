@@ -227,6 +227,7 @@ class CalibrationPoint:
     seconds: float
     rows: int = 0
     epochs: int = 0
+    cpu_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -237,14 +238,16 @@ class CalibrationPoint:
             "rows": self.rows,
             "epochs": self.epochs,
             "seconds": self.seconds,
+            "cpu_seconds": self.cpu_seconds,
         }
 
 
-def fit_families(points: Sequence[CalibrationPoint]) -> dict[str, FamilyFit]:
+def fit_families(points: Sequence[CalibrationPoint], *, cpu: bool = False) -> dict[str, FamilyFit]:
     """One least-squares fit of every family at once: per family a start-up, a per-step and
     a per-sample-MAC coefficient; shared by all, a per-sample and a per-row one. Rows are
     divided by the measured time (relative error: a 0.1 s run counts as much as a 10 s one)
-    and coefficients are kept >= 0 (NNLS)."""
+    and coefficients are kept >= 0 (NNLS). With ``cpu``, the CPU seconds the meter measured
+    are fitted instead of the wall time."""
     import numpy as np
     from scipy.optimize import nnls
 
@@ -258,7 +261,7 @@ def fit_families(points: Sequence[CalibrationPoint]) -> dict[str, FamilyFit]:
         k = 3 * names.index(p.family)
         rows[i, k : k + 3] = (1.0, p.steps, p.steps * p.batch * p.macs)
         rows[i, -3:] = (p.steps * p.batch, p.rows, p.epochs)
-    times = np.array([p.seconds for p in points])
+    times = np.array([p.cpu_seconds if cpu else p.seconds for p in points])
     if (times <= 0).any():
         raise ValueError("calibration runs must take measurable time")
     scale = rows.max(axis=0)
@@ -293,6 +296,8 @@ class WorkerFit:
     points: tuple[CalibrationPoint, ...] = field(default=())
     host: str = ""
     measured_at: str = ""
+    cpu_families: Mapping[str, FamilyFit] = field(default_factory=dict)
+    cpu_relative_error: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -305,22 +310,14 @@ class WorkerFit:
             "points": [p.to_dict() for p in self.points],
             "host": self.host,
             "measured_at": self.measured_at,
+            "cpu_families": {name: fit.to_dict() for name, fit in self.cpu_families.items()},
+            "cpu_relative_error": self.cpu_relative_error,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> WorkerFit:
         return cls(
-            families={
-                str(name): FamilyFit(
-                    startup_s=float(f["startup_s"]),
-                    step_s=float(f["step_s"]),
-                    sample_mac_s=float(f["sample_mac_s"]),
-                    sample_s=float(f.get("sample_s", 0.0)),
-                    row_s=float(f.get("row_s", 0.0)),
-                    epoch_s=float(f.get("epoch_s", 0.0)),
-                )
-                for name, f in data["families"].items()
-            },
+            families={str(name): _family(f) for name, f in data["families"].items()},
             relative_error=float(data["relative_error"]),
             method=str(data["method"]),
             avg_power_w=float(data["avg_power_w"]),
@@ -335,12 +332,30 @@ class WorkerFit:
                     seconds=float(p["seconds"]),
                     rows=int(p.get("rows", 0)),
                     epochs=int(p.get("epochs", 0)),
+                    cpu_seconds=float(p.get("cpu_seconds", 0.0)),
                 )
                 for p in data.get("points", [])
             ),
             host=str(data.get("host", "")),
             measured_at=str(data.get("measured_at", "")),
+            cpu_families={
+                str(name): _family(f) for name, f in data.get("cpu_families", {}).items()
+            },
+            cpu_relative_error=None
+            if data.get("cpu_relative_error") is None
+            else float(data["cpu_relative_error"]),
         )
+
+
+def _family(f: Mapping[str, Any]) -> FamilyFit:
+    return FamilyFit(
+        startup_s=float(f["startup_s"]),
+        step_s=float(f["step_s"]),
+        sample_mac_s=float(f["sample_mac_s"]),
+        sample_s=float(f.get("sample_s", 0.0)),
+        row_s=float(f.get("row_s", 0.0)),
+        epoch_s=float(f.get("epoch_s", 0.0)),
+    )
 
 
 def fit_worker(
@@ -359,16 +374,11 @@ def fit_worker(
     and never below ``min_relative_error``: a few runs on a machine shared with other work
     cannot promise better."""
     families = fit_families(points)
-    residuals: list[float] = []
-    for p in points:
-        predicted = families[p.family].seconds(
-            steps=p.steps, batch=p.batch, macs=p.macs, rows=p.rows, epochs=p.epochs
-        )
-        residuals.append((p.seconds - predicted) / predicted if predicted > 0 else 1.0)
-    rms = math.sqrt(sum(r * r for r in residuals) / len(residuals)) if residuals else 1.0
+    with_cpu = bool(points) and all(p.cpu_seconds > 0 for p in points)
+    cpu_families = fit_families(points, cpu=True) if with_cpu else {}
     return WorkerFit(
         families=families,
-        relative_error=max(2 * rms, min_relative_error),
+        relative_error=_band(families, points, min_relative_error, cpu=False),
         method=method,
         avg_power_w=avg_power_w,
         cpu_utilisation=cpu_utilisation,
@@ -376,7 +386,30 @@ def fit_worker(
         points=tuple(points),
         host=host,
         measured_at=measured_at,
+        cpu_families=cpu_families,
+        cpu_relative_error=_band(cpu_families, points, min_relative_error, cpu=True)
+        if with_cpu
+        else None,
     )
+
+
+def _band(
+    families: Mapping[str, FamilyFit],
+    points: Sequence[CalibrationPoint],
+    floor: float,
+    *,
+    cpu: bool,
+) -> float:
+    """Twice the RMS relative residual of a fit over its points, at least ``floor``."""
+    residuals: list[float] = []
+    for p in points:
+        predicted = families[p.family].seconds(
+            steps=p.steps, batch=p.batch, macs=p.macs, rows=p.rows, epochs=p.epochs
+        )
+        measured = p.cpu_seconds if cpu else p.seconds
+        residuals.append((measured - predicted) / predicted if predicted > 0 else 1.0)
+    rms = math.sqrt(sum(r * r for r in residuals) / len(residuals)) if residuals else 1.0
+    return max(2 * rms, floor)
 
 
 def calibrated_run(
@@ -395,11 +428,24 @@ def calibrated_run(
     ``family``). Power is what the run meter will measure: where it estimates, the Green
     Algorithms formula with the calibrated CPU utilisation and peak memory (no GPU term: the
     meter never claims GPU watts it did not read); otherwise the calibration's measured
-    average power by that meter."""
-    seconds = fit.families[family].seconds(
-        steps=steps, batch=batch, macs=macs, rows=rows, epochs=epochs
-    )
-    if fit.method == "estimated":
+    average power by that meter.
+
+    Where the meter estimates, it charges the CPU seconds the process used, and those are
+    fitted too (``cpu_families``): the CPU term is then the predicted CPU seconds x W per
+    core, which does not depend on how busy the machine is with other work (wall time does).
+    """
+
+    def predict(f: FamilyFit) -> float:
+        return f.seconds(steps=steps, batch=batch, macs=macs, rows=rows, epochs=epochs)
+
+    seconds = predict(fit.families[family])
+    if fit.method == "estimated" and family in fit.cpu_families and seconds > 0:
+        cpu_seconds = min(predict(fit.cpu_families[family]), worker.cores * seconds)
+        joules = (
+            cpu_seconds * worker.watts_per_core + fit.peak_memory_gb * memory_watts_per_gb * seconds
+        )
+        power = joules / seconds
+    elif fit.method == "estimated":
         power = green_algorithms_power_w(
             cores=worker.cores,
             watts_per_core=worker.watts_per_core,

@@ -153,3 +153,56 @@ def test_a_gpu_class_without_nvml_claims_no_gpu_watts(tmp_path: Path) -> None:
     assert set(measurement.energy_components_kwh) == {"cpu", "memory"}
     auto_notes = select_meter(MeterSettings(rapl_root=tmp_path / "none", method="estimated"), gpu)
     assert NO_GPU_MEASURED in auto_notes[1]
+
+
+def test_where_the_meter_estimates_the_quote_charges_the_fitted_cpu_seconds() -> None:
+    """The meter charges CPU seconds x W per core (+ memory x time), and CPU time does not
+    stretch when the machine is busy with other work: the quote predicts the CPU seconds
+    with their own fit, the time with the wall-time fit."""
+    points = [
+        CalibrationPoint(
+            p.family, p.steps, p.batch, p.macs, p.seconds * 3, p.rows, p.epochs, p.seconds
+        )
+        for p in exact_points()
+    ]
+    fit = fitted(points)
+    shape = {"steps": 320, "batch": 80.0, "macs": 1536.0, "rows": 569, "epochs": 40}
+    cpu = fit.cpu_families["mlp"].seconds(**shape)
+    wall = fit.families["mlp"].seconds(**shape)
+    assert wall == pytest.approx(3 * cpu, rel=1e-3)
+    costs = quote_costs(
+        make_settings(),
+        worker_class="cpu",
+        samples=455,
+        epochs=40,
+        work_per_sample=1536.0,
+        clipping_mode="ghost",
+        royalty=ROYALTY,
+        now=NOW,
+        steps=320,
+        fit=fit,
+        family="mlp",
+        batch=80.0,
+        macs=1536.0,
+        rows=569,
+    )
+    assert costs.estimate.seconds == pytest.approx(wall)
+    joules = cpu * 12.0 + 0.5 * 0.3725 * wall
+    assert costs.estimate.energy_kwh * 3.6e6 == pytest.approx(joules)
+
+
+def test_a_gpu_class_refuses_to_start_where_nvml_reads_no_gpu(tmp_path: Path) -> None:
+    from market.config import load_settings
+    from market.trading.calibration import GpuUnavailable, require_measurable_gpu
+
+    settings = load_settings(overrides={"home": str(tmp_path)}, environ={})
+    require_measurable_gpu(settings, "cpu")  # a CPU class needs no GPU
+    try:
+        from market.costing.nvml import NvmlReader, load_nvml
+
+        NvmlReader(load_nvml()).close()
+    except Exception:
+        with pytest.raises(GpuUnavailable, match="needs a GPU whose energy NVML can read"):
+            require_measurable_gpu(settings, "gpu")
+    else:  # pragma: no cover - only on a machine with an NVIDIA GPU
+        require_measurable_gpu(settings, "gpu")
