@@ -207,14 +207,6 @@ class Settings(_Section):
             ) from exc
 
 
-def _section_names() -> list[str]:
-    return [
-        name
-        for name, field in Settings.model_fields.items()
-        if isinstance(field.annotation, type) and issubclass(field.annotation, _Section)
-    ]
-
-
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
@@ -238,26 +230,36 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     """MARKET_DATABASE_URL -> {"database": {"url": ...}}; MARKET_HOME -> {"home": ...}.
 
-    Variables that name no setting are ignored: other tools (tests, CI) use the prefix too.
+    Nested sections nest the same way: MARKET_COSTING_ESTIMATE_CALIBRATE ->
+    {"costing": {"estimate": {"calibrate": ...}}}. Variables that name no setting are
+    ignored: other tools (tests, CI) use the prefix too.
     """
-    sections = _section_names()
-    top_level = set(Settings.model_fields) - set(sections)
     values: dict[str, Any] = {}
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
-        key = name[len(ENV_PREFIX) :].lower()
-        if key in top_level:
-            values[key] = raw
-            continue
-        for section in sections:
-            if key.startswith(section + "_"):
-                field = key[len(section) + 1 :]
-                section_model = Settings.model_fields[section].annotation
-                if field in section_model.model_fields:  # type: ignore[union-attr]
-                    values.setdefault(section, {})[field] = raw
-                break
+        if name.startswith(ENV_PREFIX):
+            _place(Settings, name[len(ENV_PREFIX) :].lower(), raw, values)
     return values
+
+
+def _place(model: type[BaseModel], key: str, raw: str, into: dict[str, Any]) -> bool:
+    """Put ``raw`` where ``key`` (underscore-joined field names) points inside ``model``;
+    False, leaving ``into`` as it was, when it names no setting."""
+    field = model.model_fields.get(key)
+    if field is not None and not _is_section(field.annotation):
+        into[key] = raw
+        return True
+    for name, candidate in model.model_fields.items():
+        section = candidate.annotation
+        if key.startswith(name + "_") and _is_section(section):
+            inner = into.get(name, {})
+            if _place(section, key[len(name) + 1 :], raw, inner):  # type: ignore[arg-type]
+                into[name] = inner
+                return True
+    return False
+
+
+def _is_section(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
 def load_settings(

@@ -6,6 +6,11 @@ import re
 
 from flask.testing import FlaskClient
 
+#: Environment for a `market worker` or `market serve` the test starts: no cost calibration at
+#: start (a dozen timed DP-SGD runs, 10-40 s on two busy cores). Tests of the worker's
+#: supervision, crashes and queues do not need it; tests/costing calibrates on purpose.
+NO_CALIBRATION = {"MARKET_COSTING_ESTIMATE_CALIBRATE": "false"}
+
 _CSRF = re.compile(
     r'name="csrf_token" type="hidden" value="([^"]+)"|name="csrf_token" value="([^"]+)"'
 )

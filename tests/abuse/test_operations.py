@@ -26,7 +26,7 @@ from flask.testing import FlaskClient
 
 from market.accounts import services as accounts
 from market.accounts.models import Role, User
-from tests.helpers import csrf_token_from, login
+from tests.helpers import NO_CALIBRATION, csrf_token_from, login
 
 COOKIE = "market_session"
 # Generous: the suite must pass on a busy machine (a start-up imports torch and calibrates).
@@ -133,7 +133,7 @@ def test_password_change_role_change_and_suspension_end_sessions(app, make_user,
 
 def _env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MARKET_")}
-    env.update(MARKET_HOME=str(home), **extra)
+    env.update(MARKET_HOME=str(home), **NO_CALIBRATION, **extra)
     return env
 
 

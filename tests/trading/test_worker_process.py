@@ -18,6 +18,7 @@ from market import create_app
 from market.trading.models import PrivacyRelease, ReleaseState, Run
 from privacy.vault import init_keydir
 from tests.conftest import REDIS_URL, app_overrides, service_unavailable
+from tests.helpers import NO_CALIBRATION
 from tests.trading.conftest import quote_body
 
 # Waits are for a condition; the deadline only stops a hung test. Generous, because a worker
@@ -31,6 +32,7 @@ def worker_env(home: Path, database_url: str, **extra: str) -> dict[str, str]:
         MARKET_HOME=str(home),
         MARKET_DATABASE_URL=database_url,
         MARKET_APP_SECRET_KEY="test-secret-key-that-is-long-enough-0123456789",
+        **NO_CALIBRATION,
         **extra,
     )
     return env
