@@ -37,7 +37,7 @@ pytestmark = pytest.mark.browser
 
 WIDTHS = (1280, 390)
 # Screenshots of every page visited, at both widths, when set (docs/screenshots/README.md):
-# MARKET_SCREENSHOTS=docs/screenshots pytest tests/web/test_layout.py -k sideways
+# see docs/screenshots/README.md for the one command that writes them all.
 SHOTS = Path(os.environ["MARKET_SCREENSHOTS"]) if os.environ.get("MARKET_SCREENSHOTS") else None
 
 # What the page measures: its width, the header's visible links, the skip link's target.
