@@ -108,6 +108,10 @@ def test_password_change_role_change_and_suspension_end_sessions(app, make_user,
         assert _with_cookie(app, cookie).get("/account").status_code == 302
         account.password = "another long password"
     account.password = password = "another long password"
+    # The password change revoked the token too; suspension must stop a fresh one at once.
+    assert api.get("/api/v1/me", headers=headers).status_code == 401
+    headers = token_for(account)
+    assert api.get("/api/v1/me", headers=headers).status_code == 200
 
     _, cookie = _signed_in(app, account)
     with market.database.write() as session:

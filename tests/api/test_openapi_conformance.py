@@ -39,8 +39,10 @@ from tests.catalog.conftest import CSV_METADATA
 
 ROLES = (Role.OWNER, Role.RESEARCHER, Role.AUDITOR)
 MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
-EXAMPLES = 8  # per operation, role and mode: 24 operations x 3 x 2 x 8 = 1,152 cases
-MIN_CASES = 1000
+# Per operation, role and mode: 24 operations x 3 x 2 x 5 = 720 cases (more as the API
+# grows). Eight per cell found nothing five did not, at 60% more of the suite's time.
+EXAMPLES = 5
+MIN_CASES = 700
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
