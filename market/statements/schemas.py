@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from market.api.schemas import ID_MAX
+
 
 class StatementQuery(BaseModel):
     month: str | None = Field(
@@ -12,7 +14,10 @@ class StatementQuery(BaseModel):
         description="YYYY-MM (UTC calendar month); default: the current month.",
     )
     account_id: int | None = Field(
-        default=None, ge=1, description="Another account's statement (auditors and admins only)."
+        default=None,
+        ge=1,
+        le=ID_MAX,
+        description="Another account's statement (auditors and admins only).",
     )
 
 

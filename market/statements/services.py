@@ -27,6 +27,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from market.accounts.models import User
+from market.api.schemas import ID_MAX
 from market.catalog.models import Dataset
 from market.errors import InvalidRequest, NotFound, PermissionDenied
 from market.money import from_minor, money_context, round_statement
@@ -174,7 +175,8 @@ def statement(
     assert target_id is not None
     if target_id != actor.id and not is_overseer(actor):
         raise PermissionDenied("only auditors and admins read another account's statement")
-    account = session.get(User, target_id)
+    # An id past the column's range names no account (PostgreSQL would refuse the query).
+    account = session.get(User, target_id) if 0 < target_id <= ID_MAX else None
     if account is None:
         raise NotFound(f"no account {target_id}", details={"account_id": target_id})
     label, start, end = month_bounds(month)
