@@ -47,6 +47,24 @@ class SpecInvalid(ValueError):
     """The model fields cannot form a spec (the message says which and why)."""
 
 
+def template_suggestions(rows: int | None) -> dict[str, dict[str, Any]]:
+    """Per template, the epochs, batch size and learning rate the form starts from: the
+    template's tuned defaults (privacy.specs), the batch capped so that a small dataset
+    still has several batches per epoch (its row count is public)."""
+    from privacy.specs import TEMPLATE_DEFAULTS  # imports torch: only when a form is built
+
+    cap = max(1, int((rows or 0) * 0.8) // 4) if rows else None
+    out = {}
+    for kind, values in TEMPLATE_DEFAULTS.items():
+        batch = int(values["batch_size"])
+        out[kind] = {
+            "epochs": int(values["epochs"]),
+            "batch_size": min(batch, cap) if cap else batch,
+            "learning_rate": float(values["learning_rate"]),
+        }
+    return out
+
+
 class QuoteForm(FlaskForm):
     model_kind = SelectField(
         "Architecture", choices=list(MODEL_CHOICES), default="logistic_regression"
@@ -88,6 +106,11 @@ class QuoteForm(FlaskForm):
         self.worker_class.choices = [SelectChoice(name) for name in worker_classes]
         if not self.is_submitted() and worker_classes:
             self.worker_class.data = "cpu" if "cpu" in worker_classes else worker_classes[0]
+        self.defaults = template_suggestions(dataset.rows)
+        if not self.is_submitted():
+            first = self.defaults["logistic_regression"]
+            self.epochs.data = first["epochs"]
+            self.batch_size.data = first["batch_size"]
         self.epsilon.validators = [
             InputRequired(),
             NumberRange(

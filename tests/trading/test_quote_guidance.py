@@ -4,6 +4,7 @@ budget is gone) and names the largest epsilon that still fits."""
 
 from __future__ import annotations
 
+import json
 import re
 from html import unescape
 
@@ -139,3 +140,23 @@ def test_the_buyer_chooses_to_start_now_or_at_the_greenest_time(
         if start > datetime.now(UTC):  # a greenest start in the future is the task's eta
             assert tasks[0].eta is not None
             assert abs((tasks[0].eta.replace(tzinfo=UTC) - start).total_seconds()) < 1
+
+
+def test_the_form_starts_from_the_templates_defaults(
+    listed_cancer,
+    researcher,
+    browser_for,  # noqa: F811
+) -> None:
+    from privacy.specs import TEMPLATE_DEFAULTS
+
+    web = browser_for(researcher[0])
+    raw = web.get(f"/datasets/{listed_cancer['id']}").get_data(as_text=True)
+    page = unescape(raw)
+    # 569 rows: 455 expected training rows, so batches of at most 113 (four per epoch).
+    assert re.search(r'id="batch_size"[^>]*value="113"', page)
+    assert re.search(r'id="epochs"[^>]*value="10"', page)
+    found = re.search(r'data-defaults="([^"]*)"', raw)
+    assert found
+    defaults = json.loads(unescape(found[1]))
+    assert defaults["mlp"]["learning_rate"] == TEMPLATE_DEFAULTS["mlp"]["learning_rate"]
+    assert set(defaults) >= {"logistic_regression", "mlp"}

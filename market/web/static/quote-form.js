@@ -27,3 +27,27 @@
     });
   });
 })();
+
+// Defaults per template: choosing a model fills epochs and batch size with its defaults
+// (unless you typed your own) and shows its default learning rate.
+(function () {
+  "use strict";
+  var select = document.getElementById("model_kind");
+  if (!select || !select.dataset.defaults) { return; }
+  var defaults = JSON.parse(select.dataset.defaults);
+  var edited = {};
+  ["epochs", "batch_size"].forEach(function (id) {
+    var field = document.getElementById(id);
+    if (field) { field.addEventListener("input", function () { edited[id] = true; }); }
+  });
+  select.addEventListener("change", function () {
+    var chosen = defaults[select.value];
+    if (!chosen) { return; }
+    ["epochs", "batch_size"].forEach(function (id) {
+      var field = document.getElementById(id);
+      if (field && !edited[id]) { field.value = chosen[id]; }
+    });
+    var lr = document.getElementById("lr-default");
+    if (lr) { lr.textContent = chosen.learning_rate; }
+  });
+})();
