@@ -1,12 +1,21 @@
-"""Samples per second of the seed MLP: non-private vs DP-SGD (ghost clipping, per-sample hooks).
+"""Samples per second of DP-SGD against non-private training (BK, ghost, per-sample hooks).
 
-All modes train the same model (flatten, dense 128 ReLU, dropout 0.2, dense 10) on the same
-rows with the same expected batch size and one torch thread (the worker's setting,
+Workloads (``--workload``, comma-separated): ``mlp``, the seed MLP (flatten, dense 128 ReLU,
+dropout 0.2, dense 10) on MNIST; ``adult``, multinomial logistic regression on UCI Adult
+with one-hot categories (the columns and public bounds of ``bench/accuracy.py``). Every
+batch size of ``--batch-size`` (comma-separated) is measured; a ratio is to non-private
+training of the same workload at the same batch size.
+
+All modes of a workload train the same model on the same rows with the same expected batch
+size and one torch thread (the worker's setting,
 docs/pitfalls.md). Each mode runs in its own subprocess so that peak RSS (``ru_maxrss``) figures do
 not mix; "baseline" is the RSS after imports and data loading, "peak" the maximum during
 training.
 
 ``nonprivate``   plain PyTorch, shuffled mini-batches, Adam.
+``bk``           ``privacy.train_private`` with ``grad_sample_mode="bk"`` (book-keeping
+                 clipping: one backward pass, geometric-gap Poisson sampling, one flat noise
+                 draw per step; the product's default where the layers allow it).
 ``ghost``        ``privacy.train_private`` with ``grad_sample_mode="ghost"`` (Poisson sampling,
                  per-sample clipping by ghost norms, planned noise, BatchMemoryManager).
 ``hooks``        the same with Opacus's per-sample-gradient hooks, as the product runs them:
@@ -19,8 +28,10 @@ training.
 
 Samples/s for DP modes counts the expected rows per epoch (Poisson batches vary); timings are
 ``train_private``'s own training time (model copy, ``make_private`` and the loop). Data: MNIST
-from ``--data`` (``mnist.npz``) when present, else scikit-learn's bundled digits (said so).
-Run ``python bench/dp_throughput.py [--rows 10000] [--epochs 1] [--repeat 3] [--json OUT]``.
+from ``--data`` (``mnist.npz``) when present, else scikit-learn's bundled digits (said so);
+Adult from ``adult.data`` there, else scikit-learn's breast cancer (said so).
+Run ``python bench/dp_throughput.py [--workload mlp,adult] [--batch-size 256,1024]
+[--rows 10000] [--epochs 1] [--repeat 3] [--json OUT]``.
 """
 
 from __future__ import annotations
@@ -39,7 +50,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
-MODES = ("nonprivate", "ghost", "hooks", "hooks_256", "hooks_256_mmap")
+MODES = ("nonprivate", "bk", "ghost", "hooks", "hooks_256", "hooks_256_mmap")
+WORKLOADS = ("mlp", "adult")
 
 
 def peak_rss_mib() -> float:
@@ -82,6 +94,22 @@ def load(data_dir: Path, rows: int) -> tuple[np.ndarray, np.ndarray, str]:
     return enc.features, enc.labels, source
 
 
+def load_adult(data_dir: Path, rows: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """Adult's listed split, encoded as the product encodes it (one-hot, scaled numbers)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from accuracy import tabular_data
+
+    from privacy.preprocessing import describe, encode
+
+    present = (data_dir / "adult.data").exists()
+    data = tabular_data(data_dir, present, rows or None)
+    description = describe(data["meta"])
+    features, y = data["train"]
+    label = description["label"]["name"]
+    enc = encode(description, {**features, label: y})
+    return enc.features, enc.labels, data["source"]
+
+
 def run_mode(mode: str, args: argparse.Namespace) -> dict:
     import torch
     from torch import nn
@@ -95,29 +123,40 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict:
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
     if mode.startswith("hooks_256"):
         privacy.training.HOOKS_BUFFER_BYTES = 1 << 62
-    x, y, source = load(Path(args.data), args.rows)
+    batch_size = int(args.batch_size)
+    epochs = args.epochs
+    if args.workload == "adult":
+        # All listed rows and the template's 10 epochs: one epoch of logistic regression
+        # on 32,561 rows takes about 0.1 s, too short to time on a shared machine.
+        x, y, source = load_adult(Path(args.data), 0)
+        epochs = args.adult_epochs
+        spec: dict = {"template": "logistic_regression"}
+    else:
+        x, y, source = load(Path(args.data), args.rows)
+        spec = SEED_MLP
     reset_peak_rss()  # the peak of loading (the whole archive) is not the training's
     baseline = peak_rss_mib()
-    model = build_model(SEED_MLP, input_shape=x.shape[1:], num_classes=10)
+    classes = 10 if args.workload == "mlp" else 2
+    model = build_model(spec, input_shape=x.shape[1:], num_classes=classes)
     if mode == "nonprivate":
         torch.manual_seed(0)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
         started = time.perf_counter()
-        for _ in range(args.epochs):
-            for idx in torch.randperm(len(yt)).split(args.batch_size):
+        for _ in range(epochs):
+            for idx in torch.randperm(len(yt)).split(batch_size):
                 opt.zero_grad()
                 nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
                 opt.step()
         seconds = time.perf_counter() - started
-        samples = args.epochs * len(y)
+        samples = epochs * len(y)
     else:
         plan = plan_run(
             rows=len(y),
             epsilon=1.0,
             delta=1e-5,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
+            epochs=epochs,
+            batch_size=batch_size,
             max_grad_norm=1.0,
             holdout_fraction=0.0,
         )
@@ -127,13 +166,15 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict:
             labels=y,
             plan=plan,
             learning_rate=1e-3,
-            max_physical_batch_size=args.batch_size,
-            grad_sample_mode="hooks" if mode.startswith("hooks") else "ghost",
+            max_physical_batch_size=batch_size,
+            grad_sample_mode="hooks" if mode.startswith("hooks") else mode,
         )
         seconds = result.timings["train_s"]
-        samples = args.epochs * plan.train_rows
+        samples = epochs * plan.train_rows
     return {
         "mode": mode,
+        "workload": args.workload,
+        "batch_size": batch_size,
         "samples": samples,
         "seconds": seconds,
         "samples_per_s": samples / seconds,
@@ -148,7 +189,9 @@ def main() -> None:
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", default="256", help="one or more, comma-separated")
+    parser.add_argument("--workload", default="mlp", help="mlp, adult or both (comma)")
+    parser.add_argument("--adult-epochs", type=int, default=10, help="adult: all rows, N epochs")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--repeat", type=int, default=3, help="best of N interleaved runs")
     parser.add_argument("--json", help="write the figures to this file")
@@ -156,46 +199,60 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.smoke:
-        args.rows, args.modes, args.repeat = 512, "nonprivate,ghost", 1
+        args.rows, args.modes, args.repeat = 512, "nonprivate,bk,ghost", 1
     if args.child:
         print(json.dumps(run_mode(args.child, args)))
         return
 
     # Modes run round-robin, --repeat times, and each keeps its best run: on a shared
     # machine a neighbour's burst then penalises every mode alike instead of one.
-    best: dict[str, dict] = {}
+    best: dict[tuple[str, int, str], dict] = {}
+    cases = [
+        (workload, int(batch))
+        for workload in args.workload.split(",")
+        for batch in str(args.batch_size).split(",")
+    ]
     for _ in range(args.repeat):
-        for mode in args.modes.split(","):
-            if args.smoke:  # one process: the smoke test checks the output, not memory
-                best[mode] = run_mode(mode, args)
-                continue
-            env = dict(os.environ, PYTHONPATH=str(ROOT))
-            if mode.endswith("_mmap"):
-                env["MALLOC_MMAP_THRESHOLD_"] = str(4 << 30)
-                env["MALLOC_TOP_PAD_"] = str(512 << 20)
-            argv = [sys.executable, __file__, "--child", mode, "--data", args.data,
-                    "--rows", str(args.rows), "--epochs", str(args.epochs),
-                    "--batch-size", str(args.batch_size)]  # fmt: skip
-            out = subprocess.run(argv, capture_output=True, text=True, env=env, check=True)
-            run = json.loads(out.stdout.strip().splitlines()[-1])
-            if mode not in best or run["samples_per_s"] > best[mode]["samples_per_s"]:
-                best[mode] = run
+        for workload, batch in cases:
+            for mode in args.modes.split(","):
+                key = (workload, batch, mode)
+                one = argparse.Namespace(**{**vars(args), "workload": workload,
+                                            "batch_size": batch})  # fmt: skip
+                if args.smoke:  # one process: the smoke test checks the output, not memory
+                    best[key] = run_mode(mode, one)
+                    continue
+                env = dict(os.environ, PYTHONPATH=str(ROOT))
+                if mode.endswith("_mmap"):
+                    env["MALLOC_MMAP_THRESHOLD_"] = str(4 << 30)
+                    env["MALLOC_TOP_PAD_"] = str(512 << 20)
+                argv = [sys.executable, __file__, "--child", mode, "--data", args.data,
+                        "--rows", str(args.rows), "--epochs", str(args.epochs),
+                        "--batch-size", str(batch), "--workload", workload,
+                        "--adult-epochs", str(args.adult_epochs)]  # fmt: skip
+                out = subprocess.run(argv, capture_output=True, text=True, env=env, check=True)
+                run = json.loads(out.stdout.strip().splitlines()[-1])
+                if key not in best or run["samples_per_s"] > best[key]["samples_per_s"]:
+                    best[key] = run
     results = list(best.values())
 
-    base = next((r for r in results if r["mode"] == "nonprivate"), None)
     print(f"best of {args.repeat} interleaved runs; load average {os.getloadavg()[0]:.1f}")
-    print(f"data: {results[0]['source']}, {args.rows} rows, {args.epochs} epoch(s), "
-          f"batch {args.batch_size}, 1 torch thread, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores")  # fmt: skip
-    print(
-        f"{'mode':<16}{'samples/s':>12}{'ratio':>9}{'seconds':>10}{'base MiB':>10}{'peak MiB':>10}"
-    )
-    for r in results:
-        ratio = r["samples_per_s"] / base["samples_per_s"] if base else None
-        r["ratio_to_nonprivate"] = ratio
-        shown = float("nan") if ratio is None else ratio
-        print(f"{r['mode']:<16}{r['samples_per_s']:>12.0f}{shown:>9.3f}{r['seconds']:>10.2f}"
-              f"{r['baseline_rss_mib']:>10.0f}{r['peak_rss_mib']:>10.0f}")  # fmt: skip
+    print(f"mlp: {args.rows} rows, {args.epochs} epoch(s); adult: all rows, "
+          f"{args.adult_epochs} epoch(s); 1 torch thread, "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")  # fmt: skip
+    for workload, batch in cases:
+        rows = [r for r in results if r["workload"] == workload and r["batch_size"] == batch]
+        base = next((r for r in rows if r["mode"] == "nonprivate"), None)
+        print(f"\n{workload}, batch {batch}; data: {rows[0]['source']}")
+        print(
+            f"{'mode':<16}{'samples/s':>12}{'ratio':>9}{'seconds':>10}{'base MiB':>10}"
+            f"{'peak MiB':>10}"
+        )
+        for r in rows:
+            ratio = r["samples_per_s"] / base["samples_per_s"] if base else None
+            r["ratio_to_nonprivate"] = ratio
+            shown = float("nan") if ratio is None else ratio
+            print(f"{r['mode']:<16}{r['samples_per_s']:>12.0f}{shown:>9.3f}{r['seconds']:>10.2f}"
+                  f"{r['baseline_rss_mib']:>10.0f}{r['peak_rss_mib']:>10.0f}")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
 

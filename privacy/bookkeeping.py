@@ -162,9 +162,10 @@ class _BKFunction(torch.autograd.Function):
 
 
 def _bk_forward(layer: nn.Module, book: _Book, original: Callable[..., Any]) -> Callable[..., Any]:
+    params = [p for p in layer.parameters(recurse=False) if p.requires_grad]
+
     def forward(x: torch.Tensor) -> torch.Tensor:
-        params = [p for p in layer.parameters(recurse=False) if p.requires_grad]
-        if not (layer.training and torch.is_grad_enabled() and params):
+        if not (layer.training and torch.is_grad_enabled()):
             return original(x)
         return _BKFunction.apply(x, layer, book, *params)
 
@@ -189,8 +190,8 @@ class _Entry:
         n = g.shape[0]
         if isinstance(layer, nn.Linear):
             if g.dim() == 2:
-                gg = g.pow(2).sum(1)
-                total = a.pow(2).sum(1) * gg
+                gg = torch.linalg.vector_norm(g, dim=1).square()
+                total = torch.linalg.vector_norm(a, dim=1).square() * gg
                 return total + gg if layer.bias is not None else total
             a3 = a.reshape(n, -1, a.shape[-1])
             g3 = g.reshape(n, -1, g.shape[-1])
@@ -346,6 +347,7 @@ class BookkeepingDP:
         ignore_index: int = -100,
         fault: str | None = None,
     ) -> None:
+        self.bytes_per_row = 0
         problem = unsupported(module)
         if problem:
             raise NotImplementedError(f"book-keeping clipping: {problem}")
@@ -382,7 +384,21 @@ class BookkeepingDP:
         ``NotImplementedError`` when a layer runs twice per pass (shared weights, which
         the per-sample norms here do not cover). Leaves the gradient at zero."""
         x = torch.zeros((2, *input_shape), dtype=self.flat_grad.dtype)
-        self.loss(self.module(x), torch.zeros(2, dtype=torch.long)).backward()
+        self.book.clear()
+        self.book.armed = True
+        try:
+            self.loss(self.module(x), torch.zeros(2, dtype=torch.long))._per_sample.sum().backward()
+        finally:
+            self.book.armed = False
+        # Memory per row of one pass: each layer's input and output gradient, plus the
+        # larger of its per-sample norm work (T x T Gram or out x in matrix) where it has one.
+        values = 0
+        for entry in self.book.entries:
+            values += (entry.a.numel() + entry.g.numel()) // 2
+            if entry.g.dim() > 2 and not isinstance(entry.layer, nn.Embedding):
+                values += int(entry.g[0].numel())
+        self.bytes_per_row = max(1, values) * self.flat_grad.element_size()
+        self.book.clear()
         self.zero_grad()
 
     def zero_grad(self) -> None:
@@ -407,7 +423,9 @@ class BookkeepingDP:
         self.book.clear()
         if not entries:
             return
-        sq = torch.stack([entry.sq_norms() for entry in entries]).sum(0)
+        sq = entries[0].sq_norms()
+        for entry in entries[1:]:
+            sq = sq + entry.sq_norms()
         norms = sq.clamp(min=0).sqrt()
         self.last_norms = norms
         if self.skip_clipping:
