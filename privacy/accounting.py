@@ -32,11 +32,21 @@ Accountants:
 
 Identical records are merged (same parameters: steps or counts add), and per-record
 RDP curves are cached, so a ledger of 10,000 releases answers in milliseconds.
+
+Kept incrementally. RDP composes by adding curves, order by order, so a caller may keep a
+history's composed curve (``rdp_curve_of`` of each release, summed) and hand it to
+``PrivacyLedger(rdp=...)``: a question then costs the new plan's curve and one conversion,
+whatever the history's length. ``curve_to_json``/``curve_from_json`` store a curve as JSON
+(NaN, Opacus's overflowed orders, as null) tagged with ``RDP_ORDERS_DIGEST``, so a curve
+kept at other orders is recognised and recomputed rather than misread. The PRV and PLD
+accountants compose distributions, not curves: what they need kept is the merged records
+(``merge_records``), whose length is the number of *distinct* mechanisms.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -69,6 +79,8 @@ RDP_ORDERS: tuple[float, ...] = tuple(
     [float(a) for a in RDPAccountant.DEFAULT_ALPHAS] + [float(a) for a in _LARGE_ORDERS]
 )
 _ORDERS = np.array(RDP_ORDERS, dtype=np.float64)
+#: Names the orders a stored curve was computed at (see ``curve_to_json``).
+RDP_ORDERS_DIGEST = hashlib.sha256(json.dumps(RDP_ORDERS).encode()).hexdigest()[:16]
 
 #: A mechanism record (``privacy.records``); the name predates that module.
 Record = MechanismRecord
@@ -170,6 +182,41 @@ def _rdp_curve(key: tuple[str, float, float]) -> np.ndarray:
     return curve
 
 
+def rdp_curve_of(records: Iterable[RecordLike]) -> np.ndarray:
+    """The composed RDP curve of ``records`` at ``RDP_ORDERS`` (validated; counts multiply).
+
+    One curve per distinct mechanism is computed (and cached in this process); storing the
+    result with the release that carries the records means no later process recomputes it.
+    """
+    total = np.zeros_like(_ORDERS)
+    for record in records:
+        rec = normalize_record(record)
+        total = total + record_count(rec) * _rdp_curve(_merge_key(rec))
+    return total
+
+
+def curve_to_json(curve: np.ndarray) -> dict[str, object]:
+    """A curve as stored JSON: ``{"orders": RDP_ORDERS_DIGEST, "rdp": [float | None]}``."""
+    values = [None if not math.isfinite(v) else float(v) for v in np.asarray(curve).tolist()]
+    return {"orders": RDP_ORDERS_DIGEST, "rdp": values}
+
+
+def curve_from_json(stored: object) -> np.ndarray | None:
+    """The curve ``curve_to_json`` stored, or None when it is absent or was computed at
+    other orders (the caller then recomputes it from the records)."""
+    if not isinstance(stored, Mapping) or stored.get("orders") != RDP_ORDERS_DIGEST:
+        return None
+    values = stored.get("rdp")
+    if not isinstance(values, list) or len(values) != len(RDP_ORDERS):
+        return None
+    return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+
+
+def merge_records(records: Iterable[RecordLike]) -> list[MechanismRecord]:
+    """``records`` validated, with identical mechanisms merged (what PRV and PLD compose)."""
+    return PrivacyLedger(records, accountant="rdp").records
+
+
 def laplace_rdp(epsilon: float, orders: np.ndarray) -> np.ndarray:
     """RDP of the Laplace mechanism with pure-DP parameter ``epsilon`` (= sensitivity/scale).
 
@@ -201,7 +248,18 @@ class PrivacyLedger:
         >>> ledger.fits(planned, cap_epsilon=10.0, delta=1e-5)  # doctest: +SKIP
     """
 
-    def __init__(self, records: Iterable[RecordLike] = (), *, accountant: str = "rdp"):
+    def __init__(
+        self,
+        records: Iterable[RecordLike] = (),
+        *,
+        accountant: str = "rdp",
+        rdp: np.ndarray | None = None,
+    ):
+        """``rdp``: a composed RDP curve at ``RDP_ORDERS``, kept by the caller (see the
+        module docstring), that the ``rdp`` accountant adds to the curves of ``records``.
+        The caller vouches for it; ``records`` then need not repeat what it summarises
+        (the ``prv`` and ``pld`` accountants ignore it and compose ``records`` alone, so
+        they need the merged records themselves)."""
         if accountant not in ACCOUNTANTS:
             raise AccountingError(
                 f"unknown accountant {accountant!r}; expected one of {list(ACCOUNTANTS)}",
@@ -210,6 +268,17 @@ class PrivacyLedger:
         self.accountant = accountant
         self._merged: dict[tuple[str, float, float], MechanismRecord] = {}
         self._releases = 0
+        self._base_rdp: np.ndarray | None = None
+        if rdp is not None:
+            base = np.asarray(rdp, dtype=np.float64)
+            if base.shape != _ORDERS.shape:
+                raise AccountingError(
+                    f"an RDP curve has {len(RDP_ORDERS)} orders, not {base.size}",
+                    details={"field": "rdp"},
+                )
+            # An all-zero curve is the empty history: epsilon 0, as with no records.
+            if np.nansum(np.abs(base)) > 0:
+                self._base_rdp = base
         self.extend(records)
 
     # -- building -------------------------------------------------------------------
@@ -219,9 +288,9 @@ class PrivacyLedger:
         rec = normalize_record(record)
         key = _merge_key(rec)
         merged = self._merged.get(key)
-        if merged is not None:
-            rec = with_count(merged, record_count(merged) + record_count(rec))
-        self._merged[key] = rec
+        self._merged[key] = (
+            rec if merged is None else with_count(merged, record_count(merged) + record_count(rec))
+        )
         self._releases += 1
 
     def extend(self, records: Iterable[RecordLike]) -> None:
@@ -232,6 +301,7 @@ class PrivacyLedger:
         other = PrivacyLedger(accountant=self.accountant)
         other._merged = dict(self._merged)  # records are never mutated in place
         other._releases = self._releases
+        other._base_rdp = self._base_rdp  # never mutated in place either
         return other
 
     @property
@@ -259,6 +329,10 @@ class PrivacyLedger:
 
     def epsilon(self, *, delta: float) -> float:
         """The epsilon spent so far at ``delta`` (0.0 for an empty ledger)."""
+        if self._base_rdp is not None and self.accountant == "rdp":
+            return _rdp_epsilon(
+                list(self._merged.values()), _check_delta(delta), base=self._base_rdp
+            )
         return _compose(list(self._merged.values()), accountant=self.accountant, delta=delta)
 
     def epsilon_with(self, planned: Iterable[RecordLike], *, delta: float) -> float:
@@ -314,8 +388,10 @@ def _compose(records: list[MechanismRecord], *, accountant: str, delta: float) -
     return _pld_epsilon(records, delta)
 
 
-def _rdp_epsilon(records: list[MechanismRecord], delta: float) -> float:
-    total = np.zeros_like(_ORDERS)
+def _rdp_epsilon(
+    records: list[MechanismRecord], delta: float, *, base: np.ndarray | None = None
+) -> float:
+    total = np.zeros_like(_ORDERS) if base is None else base
     for rec in records:
         total = total + record_count(rec) * _rdp_curve(_merge_key(rec))
     with np.errstate(invalid="ignore"):

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, delete, func, select
 
 from market.audit import canonical, merkle, signing
-from market.audit.models import AuditEntry, AuditHead, Checkpoint
+from market.audit.models import AuditEntry, AuditHead, AuditNode, Checkpoint
 from market.config import Settings
 from market.db import utcnow
 from market.errors import NotFound
@@ -58,14 +59,19 @@ def _lock_head(session: Session) -> AuditHead:
 
 
 def _rebuild_head(session: Session, head: AuditHead) -> None:
-    """Recompute size and frontier from the entries (they are the truth; the head a cache)."""
+    """Recompute size, frontier and nodes from the entries (they are the truth; the head
+    and the nodes a cache): whatever nodes a vanished head left behind are replaced."""
+    session.exec(delete(AuditNode))
     frontier = merkle.Frontier()
+    nodes: list[AuditNode] = []
     for leaf in session.exec(select(AuditEntry.leaf_hash).order_by(col(AuditEntry.seq))):
-        frontier.append(bytes.fromhex(leaf))
+        for level, position, h in frontier.append(bytes.fromhex(leaf)):
+            nodes.append(AuditNode(level=level, position=position, hash=h.hex()))
     if frontier.size:
         head.size = frontier.size
         head.frontier = frontier.to_hex()
         session.add(head)
+        session.add_all(nodes)
 
 
 def entry_payload(
@@ -119,11 +125,15 @@ def append(
         }
     )
     frontier = merkle.Frontier.from_hex(head.size, head.frontier)
-    frontier.append(leaf)
+    completed = frontier.append(leaf)
     head.size = frontier.size
     head.frontier = frontier.to_hex()
     session.add(entry)
     session.add(head)
+    # The perfect subtrees this leaf completes (about two a leaf on average): proofs read them.
+    session.add_all(
+        AuditNode(level=level, position=position, hash=h.hex()) for level, position, h in completed
+    )
     session.flush()
     return entry
 
@@ -290,8 +300,45 @@ def checkpoint_json(row: Checkpoint) -> dict[str, Any]:
     }
 
 
+class _Nodes:
+    """Subtree roots for the proofs of a tree of ``size`` leaves, from ``audit_nodes``.
+
+    Proofs are built twice: once to learn which perfect subtrees they name, then, after
+    reading those (one query, O(log n) rows), for real. A log whose nodes are missing
+    (written before the table existed and not backfilled) is proved from its leaves.
+    """
+
+    def __init__(self, session: Session, size: int) -> None:
+        self.session = session
+        self.size = size
+        self.wanted: set[merkle.NodeKey] = set()
+        self.known: dict[merkle.NodeKey, bytes] = {}
+
+    def _want(self, start: int, end: int) -> bytes:
+        self.wanted.update(merkle.perfect_parts(start, end))
+        return b""
+
+    def _read(self, start: int, end: int) -> bytes:
+        return merkle.fold([self.known[key] for key in merkle.perfect_parts(start, end)])
+
+    def build(self, prove: Any) -> list[bytes]:
+        """``prove(subtree)``: one of ``merkle.inclusion_path``/``consistency_path``."""
+        prove(self._want)
+        if self.wanted:
+            rows = self.session.exec(
+                select(AuditNode.level, AuditNode.position, AuditNode.hash).where(
+                    tuple_(col(AuditNode.level), col(AuditNode.position)).in_(sorted(self.wanted))
+                )
+            ).all()
+            self.known = {(level, position): bytes.fromhex(h) for level, position, h in rows}
+        if len(self.known) < len(self.wanted):
+            leaves = _leaf_hashes(self.session, self.size)
+            return list(prove(lambda start, end: merkle.root(leaves[start:end])))
+        return list(prove(self._read))
+
+
 def inclusion_proof(session: Session, *, seq: int, checkpoint: Checkpoint) -> InclusionProof:
-    """The audit path of entry ``seq`` in the tree of ``checkpoint`` (O(n) reads today)."""
+    """The audit path of entry ``seq`` in the tree of ``checkpoint``: O(log n) node reads."""
     if not 1 <= seq <= checkpoint.tree_size:
         raise NotFound(
             f"entry {seq} is not covered by the checkpoint of size {checkpoint.tree_size}"
@@ -299,8 +346,12 @@ def inclusion_proof(session: Session, *, seq: int, checkpoint: Checkpoint) -> In
     entry = session.get(AuditEntry, seq)
     if entry is None:
         raise NotFound(f"no audit entry {seq}")
-    leaves = _leaf_hashes(session, checkpoint.tree_size)
-    path = merkle.inclusion_proof(leaves, seq - 1)
+    size = checkpoint.tree_size
+    if tree_size(session) < size:
+        raise NotFound(f"the log holds fewer than {size} entries")
+    path = _Nodes(session, size).build(
+        lambda subtree: merkle.inclusion_path(size, seq - 1, subtree)
+    )
     return InclusionProof(
         seq=seq,
         entry=entry.canonical,
@@ -338,5 +389,9 @@ def consistency_proof(session: Session, *, old_size: int, new_size: int) -> list
     """RFC 9162 PROOF(old_size, D[new_size]) as hex, for an auditor holding an old checkpoint."""
     if not 0 < old_size <= new_size:
         raise NotFound(f"no consistency proof from size {old_size} to {new_size}")
-    leaves = _leaf_hashes(session, new_size)
-    return [p.hex() for p in merkle.consistency_proof(leaves, old_size)]
+    if tree_size(session) < new_size:
+        raise NotFound(f"the log holds fewer than {new_size} entries")
+    path = _Nodes(session, new_size).build(
+        lambda subtree: merkle.consistency_path(old_size, new_size, subtree)
+    )
+    return [p.hex() for p in path]

@@ -26,12 +26,19 @@ A *frontier* (``Frontier``) keeps only the roots of the perfect subtrees of the 
 size (one per set bit of n), so appending and asking for the root are O(log n) without
 holding every leaf: the service keeps it in the audit head row, the verifier folds the
 whole export through one.
+
+Proofs without the leaves. Every range a proof names is ``[start, end)`` with ``start``
+aligned to a power of two at least ``end - start``, so its root is the fold of at most
+log2(n) *perfect* subtrees (``perfect_parts``). A perfect subtree never changes once
+complete: the service stores each one as appends complete it (``Frontier.append`` returns
+them), and ``inclusion_path``/``consistency_path`` build proofs from a lookup of those
+nodes, O(log n) of them, instead of from every leaf hash.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 LEAF_PREFIX = b"\x00"
@@ -77,15 +84,23 @@ class Frontier:
     size: int = 0
     hashes: list[bytes] = field(default_factory=list)
 
-    def append(self, leaf: bytes) -> None:
-        """Add one leaf hash; merges equal-sized subtrees like a binary counter carries."""
+    def append(self, leaf: bytes) -> list[tuple[int, int, bytes]]:
+        """Add one leaf hash; merges equal-sized subtrees like a binary counter carries.
+
+        Returns the perfect subtrees this append completed, as ``(level, position, hash)``
+        (level 0 is the leaf itself; position counts subtrees of that level from 0)."""
         h = leaf
         s = self.size
+        level = 0
+        completed = [(0, self.size, leaf)]
         while s & 1:
             h = node_hash(self.hashes.pop(), h)
             s >>= 1
+            level += 1
+            completed.append((level, self.size >> level, h))
         self.hashes.append(h)
         self.size += 1
+        return completed
 
     def root(self) -> bytes:
         if not self.hashes:
@@ -103,6 +118,71 @@ class Frontier:
         if len(hashes) != bin(size).count("1"):
             raise ValueError(f"a frontier of size {size} has {bin(size).count('1')} hashes")
         return cls(size=size, hashes=[bytes.fromhex(h) for h in hashes])
+
+
+#: A perfect subtree by ``(level, position)``: leaves ``[position * 2**level, ...)``.
+NodeKey = tuple[int, int]
+
+
+def perfect_parts(start: int, end: int) -> list[NodeKey]:
+    """The perfect subtrees whose fold is the root of leaves ``[start, end)``, left to right.
+
+    ``start`` must be aligned to a power of two at least ``end - start`` (true of every
+    range a proof names), so the parts follow the binary digits of ``end - start``.
+    """
+    parts = []
+    size = end - start
+    for level in range(size.bit_length() - 1, -1, -1):
+        if size >> level & 1:
+            parts.append((level, start >> level))
+            start += 1 << level
+    return parts
+
+
+def fold(parts: Sequence[bytes]) -> bytes:
+    """The root of perfect subtrees side by side (``perfect_parts``): folded from the right."""
+    h = parts[-1]
+    for left in reversed(parts[:-1]):
+        h = node_hash(left, h)
+    return h
+
+
+def inclusion_path(tree_size: int, index: int, subtree: Callable[[int, int], bytes]) -> list[bytes]:
+    """``inclusion_proof`` with ``subtree(start, end)`` giving the root of a leaf range."""
+    if not 0 <= index < tree_size:
+        raise ValueError(f"leaf index {index} outside a tree of size {tree_size}")
+    path: list[bytes] = []
+    start, end = 0, tree_size
+    while end - start > 1:  # top-down; the path is read leaf to root, so prepend
+        k = _split(end - start)
+        if index < start + k:
+            path.insert(0, subtree(start + k, end))
+            end = start + k
+        else:
+            path.insert(0, subtree(start, start + k))
+            start += k
+    return path
+
+
+def consistency_path(
+    old_size: int, new_size: int, subtree: Callable[[int, int], bytes]
+) -> list[bytes]:
+    """``consistency_proof`` with ``subtree(start, end)`` giving the root of a leaf range."""
+    if not 0 < old_size <= new_size:
+        raise ValueError(f"no consistency proof from size {old_size} to size {new_size}")
+    path: list[bytes] = []
+    m, start, end, complete = old_size, 0, new_size, True
+    while m != end - start:
+        k = _split(end - start)
+        if m <= k:
+            path.insert(0, subtree(start + k, end))
+            end = start + k
+        else:
+            path.insert(0, subtree(start, start + k))
+            m, start, complete = m - k, start + k, False
+    if not complete:
+        path.insert(0, subtree(start, end))
+    return path
 
 
 def inclusion_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:

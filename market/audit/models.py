@@ -9,6 +9,10 @@ can change what was signed.
 locks it (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already
 serialises writers), which is what makes ``seq`` gap-free and unique, and the frontier
 gives the root of the current size in O(log n) when a checkpoint is signed.
+
+``audit_nodes`` holds the hash of every perfect subtree of the log (level 0: the leaves),
+written by the append that completes it: an inclusion or consistency proof reads the
+O(log n) nodes it needs (``market.audit.merkle.perfect_parts``), never every leaf.
 """
 
 from __future__ import annotations
@@ -66,3 +70,14 @@ class AuditHead(SQLModel, table=True):
     id: int = Field(default=1, primary_key=True, sa_column_kwargs={"autoincrement": False})
     size: int = 0
     frontier: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+
+
+class AuditNode(SQLModel, table=True):
+    """The hash of one perfect subtree: leaves ``[position * 2**level, (position+1) * 2**level)``
+    (1-based seqs: ``position * 2**level + 1`` onwards). Never changes once written."""
+
+    __tablename__ = "audit_nodes"
+
+    level: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    position: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    hash: str = Field(max_length=64)

@@ -118,12 +118,8 @@ def list_datasets(query: CatalogQuery):
             page_size=market.settings.catalog.page_size,
             mine=query.mine,
         )
-        tags = catalog.tags_of(session, [d.id for d in page.items])
         out = DatasetPage(
-            items=[
-                catalog.to_public(session, d, tags=tags[d.id], summary_only=True)
-                for d in page.items
-            ],
+            items=catalog.summaries(session, page.items),
             total=page.total,
             page=page.page,
             page_size=page.page_size,

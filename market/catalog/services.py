@@ -148,9 +148,16 @@ def create_draft(
 
 
 def lock_dataset_row(session: Session, dataset_id: str) -> Dataset | None:
-    """Lock the dataset's row for this transaction (FOR UPDATE on PostgreSQL; on SQLite the
-    write transaction's BEGIN IMMEDIATE already serialises writers)."""
-    return session.exec(select(Dataset).where(Dataset.id == dataset_id).with_for_update()).first()
+    """Lock the dataset's row for this transaction (FOR NO KEY UPDATE on PostgreSQL; on
+    SQLite the write transaction's BEGIN IMMEDIATE already serialises writers).
+
+    NO KEY: lockers still exclude each other, but the KEY SHARE lock a foreign-key check
+    takes (a worker updating its run row, whose dataset_id references this row) does not
+    wait. With FOR UPDATE, a purchase holding this row and waiting for the dataset's budget
+    state deadlocked with a delivery holding that state and checking its run's key."""
+    return session.exec(
+        select(Dataset).where(Dataset.id == dataset_id).with_for_update(key_share=True)
+    ).first()
 
 
 def get_dataset(session: Session, *, actor: User, dataset_id: str) -> Dataset:
@@ -322,14 +329,23 @@ class BudgetProvider(Protocol):
     def __call__(self, session: Session, dataset: Dataset, *, accountant: str = ...) -> Budget: ...
 
 
+class BudgetsProvider(Protocol):
+    def __call__(
+        self, session: Session, datasets: list[Dataset], *, accountant: str = ...
+    ) -> dict[str, Budget]: ...
+
+
 _budget_provider: BudgetProvider | None = None
+_budgets_provider: BudgetsProvider | None = None
 
 
-def provide_budget(provider: BudgetProvider) -> None:
+def provide_budget(provider: BudgetProvider, many: BudgetsProvider | None = None) -> None:
     """Name the function that reads a dataset's budget: ``market.trading.budget.budget_of``,
-    registered by ``market.trading.init_services`` (the catalog imports no trading)."""
-    global _budget_provider
+    registered by ``market.trading.init_services`` (the catalog imports no trading), and
+    the one that reads a page of them at once (``budgets_of``)."""
+    global _budget_provider, _budgets_provider
     _budget_provider = provider
+    _budgets_provider = many
 
 
 def budget_of(session: Session, dataset: Dataset, *, accountant: str = "rdp") -> Budget:
@@ -363,15 +379,29 @@ def schema_summary(schema: dict[str, Any]) -> SchemaSummary:
     )
 
 
+def summaries(session: Session, datasets: list[Dataset]) -> list[DatasetPublic]:
+    """The catalog lists' view of a page of listings (``to_public(summary_only=True)``),
+    their tags and budgets read for the whole page at once, not per listing."""
+    ids = [d.id for d in datasets]
+    tags = tags_of(session, ids)
+    budgets = _budgets_provider(session, datasets) if _budgets_provider is not None and ids else {}
+    return [
+        to_public(session, d, tags[d.id], summary_only=True, budget=budgets.get(d.id))
+        for d in datasets
+    ]
+
+
 def to_public(
     session: Session,
     dataset: Dataset,
     tags: list[str] | None = None,
     *,
     summary_only: bool = False,
+    budget: Budget | None = None,
 ) -> DatasetPublic:
     """The public view of a listing; ``summary_only`` (catalog lists) leaves out the schema
-    itself (``columns``/``image`` null) and keeps its ``schema_summary``."""
+    itself (``columns``/``image`` null) and keeps its ``schema_summary``; ``budget`` when
+    the caller already read it."""
     if tags is None:
         tags = tags_of(session, [dataset.id])[dataset.id]
     schema = dataset.data_schema
@@ -395,7 +425,7 @@ def to_public(
             "image": None if summary_only else schema.get("image"),
             "schema_summary": summary,
             "rows": dataset.rows,
-            "budget": budget_of(session, dataset),
+            "budget": budget if budget is not None else budget_of(session, dataset),
             "price": Price(
                 per_run=str(from_minor(dataset.price_per_run_minor, dataset.currency)),
                 per_epsilon=str(from_minor(dataset.price_per_epsilon_minor, dataset.currency)),

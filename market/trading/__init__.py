@@ -18,11 +18,11 @@ def init_services(services: Services) -> None:
     """What trading adds to any process (web or worker): the run and reaper tasks on the
     queue, and the budget the catalog shows."""
     from market.catalog.services import provide_budget
-    from market.trading.budget import budget_of
+    from market.trading.budget import budget_of, budgets_of
     from market.trading.tasks import register_tasks
 
     services.on_queue(register_tasks)
-    provide_budget(budget_of)
+    provide_budget(budget_of, budgets_of)
 
 
 def init_app(app: Flask) -> None:
