@@ -176,3 +176,24 @@ def test_the_owner_edits_a_listing_and_a_budget_raise_is_audited(app, client, ma
     web = app.test_client()
     login(web, other.email, TEST_PASSWORD)
     assert web.get(f"/datasets/{dataset_id}/edit").status_code in (403, 404)
+
+
+@SQLITE
+def test_an_npz_is_profiled_from_its_headers_and_its_arrays_name_the_keys(
+    app, client, make_user
+) -> None:
+    from tests.catalog.conftest import digits_npz
+
+    owner = make_user(Role.OWNER)
+    login(client, owner.email, TEST_PASSWORD)
+    response = _inspect(client, digits_npz(120), name="digits.npz")
+    assert response.status_code == 200
+    html = unescape(response.get_data(as_text=True))
+    arrays = html[html.index('data-testid="profile-arrays"') :].split("</table>")[0]
+    assert "<code>x</code>" in arrays and "120 × 8 × 8" in arrays and "float32" in arrays
+    assert "<code>y</code>" in arrays
+    found = re.search(r'<textarea id="metadata"[^>]*>(.*?)</textarea>', html, re.S)
+    assert found
+    image = json.loads(found[1])["image"]
+    assert (image["features_key"], image["labels_key"], image["shape"]) == ("x", "y", [8, 8])
+    assert _count(app) == 0 and storage_files(app) == []
