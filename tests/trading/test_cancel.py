@@ -11,6 +11,7 @@ from market.trading import lifecycle
 from market.trading.models import PrivacyRelease, ReleaseState, Run
 from tests.helpers import csrf_token_from
 from tests.trading.conftest import quote_body
+from tests.trading.test_fencing import make_app  # noqa: F401 - fixture reused
 from tests.trading.test_pages import ask_quote, browser_for  # noqa: F401 - fixture reused
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -98,3 +99,50 @@ def test_only_the_buyer_cancels(
     with app.extensions["market"].database.read() as session:
         run = session.get(Run, run_id)
         assert run is not None and run.status.value == "queued"
+
+
+@pytest.mark.slow
+def test_cancelling_mid_training_stops_the_worker_delivers_nothing_and_charges_the_plan(
+    tmp_path,
+    make_app,  # noqa: F811
+    make_user,
+) -> None:
+    import threading
+
+    from market.trading.execution import execute_run
+    from market.trading.models import RunStatus
+    from privacy.training import RunPlan
+    from tests.trading.test_fencing import (
+        WAIT_S,
+        _buy,
+        _marketplace,
+        _quote_plan,
+        _releases,
+        _row,
+        _wait,
+    )
+
+    # Heartbeats every 0.2 s: the worker learns of the cancellation quickly (its heartbeat
+    # thread sets training's cancel event), whatever the machine's load.
+    app, client, buyer, dataset_id = _marketplace(make_app, make_user, heartbeat_s=0.2)
+    bought = _buy(
+        client, buyer, dataset_id, epochs=400, model={"template": "mlp", "hidden": [256, 256]}
+    )
+    assert bought.status_code == 202, bought.get_json()
+    run_id = bought.get_json()["id"]
+    market = app.extensions["market"]
+    worker = threading.Thread(target=execute_run, args=(market, run_id))
+    worker.start()
+    _wait(lambda: _row(app, run_id).progress_step > 0, "training to start")
+    cancelled = client.post(f"/api/v1/runs/{run_id}/cancel", headers=buyer)
+    assert cancelled.status_code == 200, cancelled.get_json()
+    worker.join(timeout=WAIT_S)
+    assert not worker.is_alive()
+
+    run = _row(app, run_id)
+    assert run.status is RunStatus.FAILED and run.error_code == "cancelled"
+    assert run.model_name is None and run.progress_step == 0
+    assert not (market.settings.models_dir / f"{run_id}.safetensors").exists()
+    releases = _releases(app, run_id)
+    assert [r.state for r in releases] == [ReleaseState.SPENT]
+    assert releases[0].records == RunPlan.from_dict(_quote_plan(app, run)).records()
