@@ -54,6 +54,8 @@ class ServerSettings(_Section):
     port: int = Field(default=5000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1)
     threads: int = Field(default=8, ge=1)
+    access_log: bool = False
+    proxy_hops: int = Field(default=0, ge=0)
 
 
 class SecuritySettings(_Section):

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 from sqlalchemy import DateTime, event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import QueuePool
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
 
@@ -91,9 +91,18 @@ def _configure_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
 def make_engine(url: str, *, sqlite_busy_timeout_ms: int = 5000) -> Engine:
     """An engine for ``url``; SQLite gets the pragmas and explicit BEGIN of this module."""
     if url.startswith("sqlite"):
-        # NullPool: a connection per transaction, so no connection (and its WAL read
-        # snapshot) outlives a request; opening a SQLite file costs microseconds.
-        engine = create_engine(url, poolclass=NullPool, connect_args={"check_same_thread": False})
+        # Pooled: opening a connection costs its four pragmas and a file open, which was
+        # about half of a catalog read (docs/benchmarks.md). A connection goes back to the
+        # pool rolled back, so no WAL read snapshot outlives the transaction that took it.
+        # Unbounded overflow, as NullPool was: a thread never waits for a free connection
+        # (one that held a connection and waited for a second could deadlock the pool).
+        engine = create_engine(
+            url,
+            poolclass=QueuePool,
+            pool_size=8,
+            max_overflow=-1,
+            connect_args={"check_same_thread": False},
+        )
         _configure_sqlite(engine, busy_timeout_ms=sqlite_busy_timeout_ms)
         return engine
     return create_engine(url, pool_pre_ping=True)

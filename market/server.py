@@ -30,7 +30,15 @@ class _Gunicorn(BaseApplication):
     def load(self) -> Any:
         from market import create_app
 
-        return create_app(self._settings)
+        app = create_app(self._settings)
+        hops = self._settings.server.proxy_hops
+        if hops:
+            # Behind a TLS proxy: the client's address (rate limits) and scheme (secure
+            # redirects) come from the proxy's headers, trusted for this many hops only.
+            from werkzeug.middleware.proxy_fix import ProxyFix
+
+            app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
+        return app
 
 
 def _warm_up(_worker: Any) -> None:
@@ -84,7 +92,8 @@ def run_server(settings: Settings, *, host: str, port: int) -> None:
         "workers": settings.server.workers,
         "threads": settings.server.threads,
         "worker_class": "gthread",
-        "accesslog": "-",
+        # Off unless asked for (server.access_log): one line per request costs throughput.
+        "accesslog": "-" if settings.server.access_log else None,
         "errorlog": "-",
         "loglevel": "info",
         # Uploads stream for a while; the default 30 s would kill a slow client's upload.

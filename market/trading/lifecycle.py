@@ -36,7 +36,6 @@ process frozen past ``trading.lease_s``), the old worker finds out at its next w
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -49,6 +48,7 @@ from market.accounts.models import Role, User
 from market.catalog.models import Dataset
 from market.db import utcnow
 from market.errors import Conflict, PermissionDenied
+from market.ops.heartbeat import worker_id
 from market.services import Services
 from market.trading import services as trading
 from market.trading.models import Quote, ReleaseState, Run, RunPhase, RunStatus
@@ -107,7 +107,8 @@ def claim(market: Services, run_id: str) -> Claimed | None:
             kind="run.started",
             subject=run.id,
             actor_id=None,
-            data={"attempt": run.attempts, "worker": socket.gethostname()},
+            # host:pid, the worker's heartbeat id: which process trained it, not just where.
+            data={"attempt": run.attempts, "worker": worker_id()},
         )
         return Claimed(Lease(run.id, run.lease_token), run, quote, dataset)
 
