@@ -179,10 +179,13 @@ class _Entry:
     """One layer's ``(a, g)`` of one backward pass: its per-sample squared gradient norms,
     then its clipped sum added into the layer's gradient views."""
 
-    def __init__(self, layer: nn.Module, a: torch.Tensor, g: torch.Tensor) -> None:
+    def __init__(
+        self, layer: nn.Module, a: torch.Tensor, g: torch.Tensor, finite_input: bool
+    ) -> None:
         self.layer = layer
         self.a = a
         self.g = g
+        self.finite_input = finite_input
         self._samples: dict[str, torch.Tensor] = {}
 
     def sq_norms(self) -> torch.Tensor:
@@ -257,7 +260,8 @@ class _Entry:
         if isinstance(layer, nn.Linear | nn.Conv2d):
             shape = (n,) + (1,) * (g.dim() - 1)
             gc = torch.nan_to_num_(g * c.reshape(shape), nan=0.0, posinf=0.0, neginf=0.0)
-            a = torch.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+            if not self.finite_input:  # 0 * inf would poison the sum: a row with c = 0 adds 0
+                a = torch.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
             if isinstance(layer, nn.Linear):
                 out, inp = weight.shape
                 g2, a2 = gc.reshape(-1, out), a.reshape(-1, inp)
@@ -292,6 +296,8 @@ class _Book:
         self.armed = False
         self.entries: list[_Entry] = []
         self.layers: set[int] = set()
+        #: Layers whose input is finite by construction (``_finite_input_layers``).
+        self.finite: set[int] = set()
 
     def record(self, layer: nn.Module, a: torch.Tensor, g: torch.Tensor) -> None:
         if not self.armed:
@@ -302,11 +308,26 @@ class _Book:
         if id(layer) in self.layers:
             raise NotImplementedError("book-keeping clipping: a layer ran twice in one pass")
         self.layers.add(id(layer))
-        self.entries.append(_Entry(layer, a.detach(), g.detach()))
+        self.entries.append(_Entry(layer, a.detach(), g.detach(), id(layer) in self.finite))
 
     def clear(self) -> None:
         self.entries = []
         self.layers = set()
+
+
+def _finite_input_layers(model: nn.Module) -> set[int]:
+    """Layers whose input cannot hold a non-finite value, from the model's structure alone:
+    an embedding (integer ids) and any child after the first of a ``FiniteSequential``
+    (its input is the previous child's output with non-finite rows zeroed). The others
+    (a model's first layer, layers of other containers) get their input cleaned before the
+    clipped sum, so a non-finite row with coefficient 0 adds exactly 0."""
+    from privacy.specs import FiniteSequential
+
+    finite = {id(m) for m in model.modules() if isinstance(m, nn.Embedding)}
+    for container in model.modules():
+        if isinstance(container, FiniteSequential):
+            finite.update(id(child) for child in list(container)[1:])
+    return finite
 
 
 class DPLoss:
@@ -363,6 +384,7 @@ class BookkeepingDP:
         self.generator = noise_generator
         self.ignore_index = ignore_index
         self.book = _Book()
+        self.book.finite = _finite_input_layers(module)
         self.params = [p for p in module.parameters() if p.requires_grad]
         first = self.params[0]
         total = sum(p.numel() for p in self.params)
@@ -390,13 +412,16 @@ class BookkeepingDP:
             self.loss(self.module(x), torch.zeros(2, dtype=torch.long))._per_sample.sum().backward()
         finally:
             self.book.armed = False
-        # Memory per row of one pass: each layer's input and output gradient, plus the
-        # larger of its per-sample norm work (T x T Gram or out x in matrix) where it has one.
+        # Memory per row of one pass: each layer's input (unfolded for a conv) and output
+        # gradient, plus its per-row norm work (a T x T Gram pair or an out x in matrix).
         values = 0
         for entry in self.book.entries:
+            entry.sq_norms()  # unfolds a conv's input, as a real pass does
             values += (entry.a.numel() + entry.g.numel()) // 2
-            if entry.g.dim() > 2 and not isinstance(entry.layer, nn.Embedding):
-                values += int(entry.g[0].numel())
+            if entry.g.dim() == 3 and not isinstance(entry.layer, nn.Embedding):
+                t = entry.g.shape[2] if isinstance(entry.layer, nn.Conv2d) else entry.g.shape[1]
+                out_in = (entry.g[0].numel() // t) * (entry.a[0].numel() // t)
+                values += min(2 * t * t, out_in)
         self.bytes_per_row = max(1, values) * self.flat_grad.element_size()
         self.book.clear()
         self.zero_grad()

@@ -254,3 +254,53 @@ def test_bk_run_takes_empty_batches_as_steps_and_honours_held_out_rows():
     result = train_private(model=model, features=x, labels=y, plan=plan, learning_rate=0.01)
     assert result.grad_sample_mode == "bk"
     assert result.steps == plan.steps == 400
+
+
+def test_probe_measures_memory_per_row_from_the_public_shape():
+    from privacy.specs import SEED_MLP
+
+    model = build_model(SEED_MLP, input_shape=(1, 28, 28), num_classes=10)
+    dp = bk(model, 32)
+    dp.probe((1, 28, 28))
+    # Inputs and output gradients of both linear layers: (784 + 128) + (128 + 10) floats.
+    assert dp.bytes_per_row == 4 * (784 + 128 + 128 + 10)
+    assert float(dp.flat_grad.abs().sum()) == 0.0  # the probe leaves no gradient behind
+    conv = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Flatten(), nn.Linear(144, 3))
+    dp = bk(conv, 32)
+    dp.probe((1, 6, 6))
+    # Unfolded input 9 x 36, output gradient 4 x 36, per-row matrix min(2 * 36^2, 4 x 9).
+    assert dp.bytes_per_row == 4 * (9 * 36 + 4 * 36 + 4 * 9 + 144 + 3)
+
+
+NON_FINITE_MODELS = {
+    # Flatten first: FiniteSequential zeroes the row before the first linear layer, which
+    # then sees a zero row (a finite, clipped contribution).
+    "flatten_first": ({"template": "mlp", "hidden": [8]}, (1, 4, 4)),
+    # Conv first: its input is the raw row; the row's norm is not finite, its coefficient 0.
+    "conv_first": (
+        {"layers": [{"type": "conv2d", "out_channels": 3, "kernel_size": 3, "padding": 1},
+                    {"type": "flatten"}, {"type": "linear", "out_features": 3}]},
+        (1, 4, 4),
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(NON_FINITE_MODELS))
+def test_a_non_finite_row_adds_a_finite_contribution_of_its_own(name):
+    spec, shape = NON_FINITE_MODELS[name]
+    torch.manual_seed(0)
+    model = build_model(spec, input_shape=shape, num_classes=3)
+    x, y = batch(shape, False, n=16)
+    x = x.float()
+    x[0] = float("inf")
+    x[1, 0, 0, 0] = float("nan")
+    ours, _ = bk_gradient(model, x, y, expected_batch=16)
+    assert all(bool(torch.isfinite(g).all()) for g in ours)
+    if name == "flatten_first":  # as if the two rows were zeros
+        clean = x.clone()
+        clean[:2] = 0.0
+        expected, _ = bk_gradient(model, clean, y, expected_batch=16)
+    else:  # as if the two rows were absent
+        expected, _ = bk_gradient(model, x[2:], y[2:], expected_batch=16)
+    for a, b in zip(ours, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
