@@ -17,6 +17,12 @@ Targets
 The load generator shares the CPUs with the server (2 cores here), so absolute figures are
 a floor of what the server does alone; the ratio to hello-world is the comparable figure.
 Run ``python bench/catalog_load.py [--seconds 10] [--concurrency 8] [--smoke] [--json OUT]``.
+
+``--shipped`` measures ``market serve`` as shipped instead (the ``market`` command, its
+default ``server.workers`` x ``server.threads`` and access-log setting, its embedded worker
+beside it) against the hello-world under gunicorn with those same workers, threads and
+access log, at 16 clients alternating the catalog list and one dataset, then at 2 clients:
+``python bench/catalog_load.py --shipped [--seconds 10]``.
 """
 
 from __future__ import annotations
@@ -49,13 +55,30 @@ def hello():
 
 
 def serve(
-    app: str, *, env: dict[str, str], chdir: Path, port: int, workers: int
+    app: str,
+    *,
+    env: dict[str, str],
+    chdir: Path,
+    port: int,
+    workers: int,
+    threads: int = 4,
+    access_log: bool = False,
 ) -> subprocess.Popen:
     gunicorn = Path(sys.executable).parent / "gunicorn"
-    argv = [str(gunicorn), "--workers", str(workers), "--worker-class", "gthread", "--threads", "4",
-            "--bind", f"127.0.0.1:{port}", "--chdir", str(chdir), "--log-level", "warning",
+    argv = [str(gunicorn), "--workers", str(workers), "--worker-class", "gthread",
+            "--threads", str(threads), "--bind", f"127.0.0.1:{port}", "--chdir", str(chdir),
+            "--log-level", "warning", *(["--access-logfile", "-"] if access_log else []),
             app]  # fmt: skip
     return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def serve_market(*, env: dict[str, str], port: int) -> subprocess.Popen:
+    """``market serve`` itself, as an operator starts it (its own gunicorn settings)."""
+    market = Path(sys.executable).parent / "market"
+    argv = [str(market), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    return subprocess.Popen(
+        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
 
 
 def wait_ready(url: str, headers: dict[str, str], proc: subprocess.Popen) -> None:
@@ -75,20 +98,26 @@ def wait_ready(url: str, headers: dict[str, str], proc: subprocess.Popen) -> Non
     raise RuntimeError(f"{url} not ready in {READY_DEADLINE_S:.0f} s")
 
 
-def load(url: str, headers: dict[str, str], *, seconds: float, concurrency: int) -> dict:
-    """Closed-loop load: each thread sends the next request when the last one returns."""
+def load(
+    url: str | list[str], headers: dict[str, str], *, seconds: float, concurrency: int
+) -> dict:
+    """Closed-loop load: each thread sends the next request when the last one returns
+    (cycling through ``url`` when it is a list, each thread starting at its own place)."""
     import httpx
 
+    urls = [url] if isinstance(url, str) else url
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     errors = [0] * concurrency
     stop = time.perf_counter() + seconds
 
     def worker(i: int) -> None:
         # At least one request per thread: on a busy machine a thread may start after `stop`.
+        n = i
         with httpx.Client(headers=headers, timeout=120) as client:
             while (now := time.perf_counter()) < stop or not (latencies[i] or errors[i]):
+                n += 1
                 try:
-                    ok = client.get(url).status_code == 200
+                    ok = client.get(urls[n % len(urls)]).status_code == 200
                 except httpx.HTTPError:
                     ok = False
                 if ok:
@@ -126,11 +155,15 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per target")
     parser.add_argument("--datasets", type=int, default=5, help="datasets listed")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks it starts")
+    parser.add_argument("--shipped", action="store_true",
+                        help="`market serve` as shipped, 16 then 2 clients")  # fmt: skip
     parser.add_argument("--json", help="write the raw figures here")
     args = parser.parse_args()
     if args.smoke:
         args.seconds, args.warmup, args.concurrency, args.datasets = 0.5, 0.2, 2, 1
         args.workers = 1
+    if args.shipped:
+        return shipped(args)
 
     inst = make_instance("bench-catalog-")
     ids = [inst.list_dataset(*_listing(i)) for i in range(args.datasets)]
@@ -180,6 +213,76 @@ def main() -> int:
         print(f"{r['target']:<16}{r['rps']:>9.0f}{r['ratio_to_hello']:>10.3f}{r['p50_ms']:>9.1f}"
               f"{r['p99_ms']:>9.1f}{r['requests']:>10}{r['errors']:>8}")  # fmt: skip
     write_json(args.json, {"args": vars(args), "results": results})
+    return 0
+
+
+SHIPPED_CLIENTS = (16, 2)
+
+
+def shipped(args: argparse.Namespace) -> int:
+    """``market serve`` with its defaults against the hello-world under the same gunicorn
+    settings: the list and one dataset alternating, at 16 and at 2 clients, in one run."""
+    from market.config import load_settings
+
+    server = load_settings().server
+    inst = make_instance("bench-catalog-")
+    ids = [inst.list_dataset(*_listing(i)) for i in range(args.datasets)]
+    headers = dict(inst.buyer)
+    home = inst.home
+    inst.close()
+    # MARKET_SERVER_* pass through (to compare other workers/threads, both apps get them).
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("MARKET_") or k.startswith("MARKET_SERVER_")
+    }
+    env["MARKET_HOME"] = str(home)
+    env["PYTHONPATH"] = str(ROOT)
+    hello_dir = Path(tempfile.mkdtemp(prefix="bench-hello-"))
+    (hello_dir / "hello_app.py").write_text(HELLO)
+    paths = ["/api/v1/datasets", f"/api/v1/datasets/{ids[0]}"]
+    results: list[dict[str, Any]] = []
+    for name in ("hello", "market serve"):
+        port = free_port()
+        if name == "hello":
+            proc = serve("hello_app:app", env=env, chdir=hello_dir, port=port,
+                         workers=server.workers, threads=server.threads,
+                         access_log=server.access_log)  # fmt: skip
+            urls, hdrs = [f"http://127.0.0.1:{port}/"], {}
+        else:
+            proc = serve_market(env=env, port=port)
+            urls, hdrs = [f"http://127.0.0.1:{port}{p}" for p in paths], headers
+        try:
+            if name != "hello":
+                # The embedded worker calibrates at start (seconds of DP-SGD): measure the
+                # steady state, once /healthz says the worker is up (its heartbeat follows).
+                wait_ready(f"http://127.0.0.1:{port}/healthz", {}, proc)
+            for url in urls:
+                wait_ready(url, hdrs, proc)
+            load(urls, hdrs, seconds=args.warmup, concurrency=SHIPPED_CLIENTS[0])
+            for clients in SHIPPED_CLIENTS:
+                r = load(urls, hdrs, seconds=args.seconds, concurrency=clients)
+                results.append({"target": name, "clients": clients, **r})
+                print(f"  {name}, {clients} clients: {r['rps']:.0f} req/s, "
+                      f"p99 {r['p99_ms']:.0f} ms", file=sys.stderr)  # fmt: skip
+        finally:
+            stop(proc)
+    hello = {r["clients"]: r["rps"] for r in results if r["target"] == "hello"}
+    print(f"market serve as shipped: {server.workers} worker(s) x {server.threads} threads, "
+          f"access log {'on' if server.access_log else 'off'}; hello-world under the same "
+          f"gunicorn settings; catalog list and one dataset alternating; {args.seconds:g} s "
+          f"each; {os.cpu_count()} cores shared by client and server")  # fmt: skip
+    print(f"{'target':<14}{'clients':>8}{'req/s':>9}{'vs hello':>10}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'errors':>8}")  # fmt: skip
+    for r in results:
+        r["ratio_to_hello"] = r["rps"] / hello[r["clients"]]
+        print(f"{r['target']:<14}{r['clients']:>8}{r['rps']:>9.0f}{r['ratio_to_hello']:>10.3f}"
+              f"{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['errors']:>8}")  # fmt: skip
+    write_json(args.json, {
+        "args": vars(args), "shipped": {"workers": server.workers, "threads": server.threads,
+                                        "access_log": server.access_log},
+        "results": results,
+    })  # fmt: skip
     return 0
 
 

@@ -52,8 +52,8 @@ class DatabaseSettings(_Section):
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=5000, ge=1, le=65535)
-    workers: int = Field(default=1, ge=1)
-    threads: int = Field(default=8, ge=1)
+    workers: int = Field(default=2, ge=1)
+    threads: int = Field(default=4, ge=1)
     access_log: bool = False
     proxy_hops: int = Field(default=0, ge=0)
 

@@ -19,9 +19,11 @@ to ``describe``. The listing caps, smaller and set by the operator, are
 
 from __future__ import annotations
 
+import copy
+import functools
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -211,6 +213,17 @@ class CatalogQuery(BaseModel):
     tag: str | None = Field(default=None, max_length=40)
     page: int = Field(default=1, ge=1, le=10_000)
     mine: bool = Field(default=False, description="Only your own listings, drafts included.")
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Computed once: flask-openapi3 asks for it on every request to read the query
+        string, and building it was a fifth of a catalog request's time."""
+        return copy.deepcopy(_catalog_query_schema(cls, *args, **kwargs))
+
+
+@functools.cache
+def _catalog_query_schema(model: type[BaseModel], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    return BaseModel.model_json_schema.__func__(model, *args, **kwargs)  # type: ignore[attr-defined]
 
 
 class DatasetPath(BaseModel):
