@@ -162,17 +162,47 @@ def quote_costs(
             f"calibrated by a {worker_class} worker on {fit.host or 'its host'} at "
             f"{fit.measured_at or 'start'} ({len(fit.points)} timed runs, {fit.method} power)",
         )
-        return _priced(
+    else:
+        estimate, accuracy = _uncalibrated_estimate(
             settings,
             worker_class,
-            region_name,
-            estimate,
-            accuracy,
-            royalty,
-            now,
-            deadline,
-            live_workers,
+            samples=samples,
+            epochs=epochs,
+            work_per_sample=work_per_sample,
+            clipping_mode=clipping_mode,
+            reference_work_per_sample=reference_work_per_sample,
+            throughput_samples_per_s=throughput_samples_per_s,
+            steps=steps,
+            cpu_utilisation=cpu_utilisation,
         )
+    return _priced(
+        settings,
+        worker_class,
+        region_name,
+        estimate,
+        accuracy,
+        royalty,
+        now,
+        deadline,
+        live_workers,
+    )
+
+
+def _uncalibrated_estimate(
+    settings: CostingSettings,
+    worker_class: str,
+    *,
+    samples: int,
+    epochs: int,
+    work_per_sample: float,
+    clipping_mode: ClippingMode,
+    reference_work_per_sample: float | None,
+    throughput_samples_per_s: float | None,
+    steps: int,
+    cpu_utilisation: float,
+) -> tuple[RunEstimate, Accuracy]:
+    """The configured constants' estimate, before any worker of the class has calibrated."""
+    worker = settings.worker_classes[worker_class]
     seconds = estimate_seconds(
         samples=samples,
         epochs=epochs,
@@ -196,17 +226,7 @@ def quote_costs(
         None,
         f"no {worker_class} worker has calibrated yet: configured constants, error unknown",
     )
-    return _priced(
-        settings,
-        worker_class,
-        region_name,
-        estimate,
-        accuracy,
-        royalty,
-        now,
-        deadline,
-        live_workers,
-    )
+    return estimate, accuracy
 
 
 def _priced(
