@@ -84,10 +84,7 @@ def catalog_page() -> str:
             page=page,
             page_size=market.settings.catalog.page_size,
         )
-        tags = catalog.tags_of(session, [d.id for d in found.items])
-        items = [
-            catalog.to_public(session, d, tags=tags[d.id], summary_only=True) for d in found.items
-        ]
+        items = catalog.summaries(session, found.items)
     return render_template("catalog.html", items=items, found=found, q=q, tag=tag)
 
 
@@ -111,10 +108,7 @@ def my_datasets() -> str:
     require_role(_user(), Role.OWNER)
     with services().database.read() as session:
         found = catalog.search(session, actor=_user(), mine=True, page_size=200)
-        tags = catalog.tags_of(session, [d.id for d in found.items])
-        items = [
-            catalog.to_public(session, d, tags=tags[d.id], summary_only=True) for d in found.items
-        ]
+        items = catalog.summaries(session, found.items)
     return render_template("my_datasets.html", items=items, confirm_form=ConfirmForm())
 
 
