@@ -221,7 +221,7 @@ class _Entry:
             ids = a.reshape(n, -1)
             rows = g.reshape(n, ids.shape[1], -1)
             same = (ids.unsqueeze(2) == ids.unsqueeze(1)).to(rows.dtype)
-            return (same * torch.bmm(rows, rows.transpose(1, 2))).sum((1, 2))
+            return (same * torch.bmm(rows, rows.transpose(1, 2))).sum((1, 2)).clamp(min=0)
         sampler = (
             compute_layer_norm_grad_sample
             if isinstance(layer, nn.LayerNorm)
@@ -451,13 +451,13 @@ class BookkeepingDP:
         sq = entries[0].sq_norms()
         for entry in entries[1:]:
             sq = sq + entry.sq_norms()
-        norms = sq.clamp(min=0).sqrt()
+        norms = sq.sqrt()  # every term is a sum of squares or clamped at 0
         self.last_norms = norms
         if self.skip_clipping:
             c = torch.ones_like(norms)
         else:
-            c = (self.max_grad_norm / (norms + CLIP_EPS)).clamp(max=1.0)
-        c = torch.nan_to_num(c, nan=0.0, posinf=0.0, neginf=0.0)
+            c = (self.max_grad_norm / (norms + CLIP_EPS)).clamp_(max=1.0)
+        c = torch.nan_to_num_(c, nan=0.0, posinf=0.0, neginf=0.0)
         for entry in entries:
             entry.accumulate(c, self.grads)
 

@@ -93,3 +93,25 @@ def test_edges_and_the_epoch_iterator():
     assert len(batches) == len(sampler) == 50
     assert sum(len(b) for b in batches) < 10  # mostly empty batches, each one a step
     assert all(b.dtype == np.int64 for b in batches)
+
+
+def test_the_epoch_sampler_matches_bernoulli_per_step():
+    """The epoch-at-once sampler: every step a Poisson sample of its own."""
+    rng = np.random.default_rng(5)
+    steps = 20
+    mask = np.zeros((DRAWS, ROWS), dtype=bool)
+    for epoch in range(DRAWS // steps):
+        batches = list(PoissonSampler(ROWS, RATE, steps, rng))
+        assert len(batches) == steps
+        for s, idx in enumerate(batches):
+            assert np.all(np.diff(idx) > 0) and (len(idx) == 0 or (idx[0] >= 0 and idx[-1] < ROWS))
+            mask[epoch * steps + s, idx] = True
+    assert chi_square_batch_sizes(mask.sum(1)) > 1e-4
+    counts = mask.sum(0)
+    z = (counts - DRAWS * RATE) / np.sqrt(DRAWS * RATE * (1 - RATE))
+    assert stats.chi2.sf(float((z**2).sum()), ROWS) > 1e-4
+    # Consecutive steps are independent: a row in both with probability RATE^2.
+    both = int((mask[:-1] & mask[1:]).sum())
+    n = (DRAWS - 1) * ROWS
+    assert stats.binom.cdf(both, n, RATE**2) > 0.5e-4
+    assert stats.binom.sf(both - 1, n, RATE**2) > 0.5e-4
