@@ -271,7 +271,7 @@ def test_two_web_processes_three_workers_thirty_purchases_and_a_sigkill(
         second = [a.json()["id"] for a in answers if a.status_code == 202]
         assert second, [a.text for a in answers]
 
-        def held() -> int | None:
+        def held() -> tuple[int] | None:
             """The worker holding a run at the failpoint: it logged the pause and its run
             is still running (a run that passed just before the file went is delivered)."""
             starters = _started_by(app, second)
@@ -282,10 +282,10 @@ def test_two_web_processes_three_workers_thirty_purchases_and_a_sigkill(
                 if paused > before[i] and any(
                     starters[r] and starters[r][0].endswith(pid) for r in running
                 ):
-                    return i
+                    return (i,)  # a tuple: worker 0 must not read as "not yet"
             return None
 
-        index = wait_until(held, WAIT_S, "a worker to stop before delivering")
+        (index,) = wait_until(held, WAIT_S, "a worker to stop before delivering")
         victim = workers[index]
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=30)
