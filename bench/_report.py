@@ -16,15 +16,15 @@ Meaning = Callable[[dict[str, Any]], str]
 
 def _dp(r: dict[str, Any]) -> str:
     by = {x["mode"]: x for x in r["results"]}
-    ghost = by.get("ghost")
     text = ""
-    if ghost:
-        text += (
-            f"A private run of a small MLP trains at about {ghost['ratio_to_nonprivate']:.2f}x "
-            "the speed of the same model without privacy (ghost clipping, the product's "
-            "default), so the time and price of a run are roughly "
-            f"{1 / ghost['ratio_to_nonprivate']:.0f}x those of non-private training. "
-        )
+    for mode, name in (("bk", "book-keeping clipping, the product's default"),
+                       ("ghost", "Opacus ghost clipping, the fallback")):  # fmt: skip
+        if mode in by:
+            ratio = by[mode]["ratio_to_nonprivate"]
+            text += (
+                f"A private run of a small MLP with {name} trains at about {ratio:.2f}x the "
+                f"speed of the same model without privacy ({1 / ratio:.1f}x its time and price). "
+            )
     if "hooks" in by:
         text += (
             f"Per-sample hooks, which some layers need, run at "

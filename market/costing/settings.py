@@ -24,7 +24,7 @@ from market.money import exponent
 DEFAULT_SETTINGS_FILE = Path(__file__).resolve().parents[2] / "config" / "default.toml"
 
 MeterChoice = Literal["auto", "rapl", "nvml", "estimated"]
-ClippingMode = Literal["none", "flat", "ghost", "hooks"]
+ClippingMode = Literal["none", "flat", "bk", "ghost", "hooks"]
 
 
 class _Section(BaseModel):

@@ -47,15 +47,24 @@ class SpecInvalid(ValueError):
     """The model fields cannot form a spec (the message says which and why)."""
 
 
-def template_suggestions(rows: int | None) -> dict[str, dict[str, Any]]:
+def template_suggestions(
+    rows: int | None, *, data_kind: str = "tabular", epsilon: float = 1.0
+) -> dict[str, dict[str, Any]]:
     """Per template, the epochs, batch size and learning rate the form starts from: the
-    template's tuned defaults (privacy.specs), the batch capped so that a small dataset
-    still has several batches per epoch (its row count is public)."""
-    from privacy.specs import TEMPLATE_DEFAULTS  # imports torch: only when a form is built
+    measured recipe for this kind of data at the form's epsilon where one exists, else the
+    template's defaults (privacy.specs), the batch capped so that a small dataset still has
+    several batches per epoch (its row count is public)."""
+    # imports torch: only when a form is built
+    from privacy.specs import TEMPLATE_DEFAULTS, template_defaults
 
     cap = max(1, int((rows or 0) * 0.8) // 4) if rows else None
     out = {}
-    for kind, values in TEMPLATE_DEFAULTS.items():
+    for kind in TEMPLATE_DEFAULTS:
+        values = (
+            TEMPLATE_DEFAULTS[kind]
+            if kind == "layers"
+            else template_defaults({"template": kind}, data_kind, epsilon)
+        )
         batch = int(values["batch_size"])
         out[kind] = {
             "epochs": int(values["epochs"]),
@@ -106,7 +115,9 @@ class QuoteForm(FlaskForm):
         self.worker_class.choices = [SelectChoice(name) for name in worker_classes]
         if not self.is_submitted() and worker_classes:
             self.worker_class.data = "cpu" if "cpu" in worker_classes else worker_classes[0]
-        self.defaults = template_suggestions(dataset.rows)
+        self.defaults = template_suggestions(
+            dataset.rows, data_kind="image" if self.is_image else "tabular"
+        )
         if not self.is_submitted():
             first = self.defaults["logistic_regression"]
             self.epochs.data = first["epochs"]

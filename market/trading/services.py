@@ -150,7 +150,9 @@ def create_quote(
             f"the dataset's composed epsilon would reach {epsilon_after:.3f}, over its budget of "
             f"{dataset.epsilon_total:g}; {left:.3f} remains"
         )
-    defaults = template_defaults(spec)
+    # The measured recipe for this kind of data at this epsilon, where there is one.
+    data_kind = "image" if dataset.format.value == "npz" else "tabular"
+    defaults = template_defaults(spec, data_kind, plan.epsilon)
     learning_rate = request.learning_rate or float(defaults["learning_rate"])
     now = utcnow()
     costs = quote_costs(
@@ -160,7 +162,7 @@ def create_quote(
         epochs=plan.epochs,
         work_per_sample=float(parameters),
         reference_work_per_sample=reference_work_per_sample(),
-        clipping_mode="ghost",
+        clipping_mode="bk",  # what the planner picks first (privacy.bookkeeping)
         royalty=Money(_royalty(dataset, plan.epsilon), dataset.currency),
         now=now,
         deadline=request.deadline,
