@@ -45,7 +45,7 @@ BATCH = 256
 #: Calibration workloads: a model of each family on random inputs of a public shape.
 WORKLOADS: dict[str, tuple[dict[str, Any], tuple[int, ...], int]] = {
     "linear": ({"template": "logistic_regression"}, (30,), 2),
-    "mlp": ({"template": "mlp", "hidden": [128]}, (64,), 10),
+    "mlp": ({"template": "mlp", "hidden": [128], "dropout": 0.2}, (64,), 10),
     # The template's default channels: per-sample costs of a convolution under BK clipping
     # do not scale with its multiply-accumulates alone, so a smaller CNN overstated them.
     "cnn": ({"template": "cnn"}, (1, 8, 8), 10),
