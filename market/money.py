@@ -80,6 +80,12 @@ def quantize(amount: Decimal, minor_unit_digits: int) -> Decimal:
     return amount.quantize(step, rounding=ROUND_HALF_EVEN, context=money_context())
 
 
+def plain(amount: Decimal) -> str:
+    """``amount`` in positional notation, never exponent notation: an accrued nano-unit term
+    prints as ``0.000000096``, not ``9.6E-8`` (what ``str`` gives after ``normalize``)."""
+    return format(amount, "f")
+
+
 def round_to_minor(amount: Decimal, currency: str) -> Decimal:
     """Round ``amount`` to the currency's minor unit, half to even."""
     return quantize(amount, exponent(currency))
@@ -185,11 +191,11 @@ class Money:
         return Money(quantize(self.amount, digits), self.currency)
 
     def __str__(self) -> str:
-        return f"{self.amount} {self.currency}"
+        return f"{plain(self.amount)} {self.currency}"
 
     def to_json(self) -> dict[str, str]:
         """Plain JSON: the amount as a string so no reader turns it into a float."""
-        return {"amount": str(self.amount), "currency": self.currency}
+        return {"amount": plain(self.amount), "currency": self.currency}
 
 
 def money_sum(items: list[Money], currency: str) -> Money:

@@ -31,7 +31,7 @@ from market.accounts.models import Role, User
 from market.catalog.models import Dataset
 from market.config import Settings
 from market.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
-from market.money import accrue, from_minor, money_context, to_minor
+from market.money import accrue, from_minor, money_context, plain, to_minor
 from market.sharing.models import Acquisition, SharedModel
 from market.sharing.schemas import (
     AcquisitionPublic,
@@ -191,8 +191,8 @@ def acquire(
             "publisher_id": model.publisher_id,
             "price_minor": model.price_minor,
             "currency": model.currency,
-            "owner_amount": str(owner_amount),
-            "publisher_amount": str(publisher_amount),
+            "owner_amount": plain(owner_amount),
+            "publisher_amount": plain(publisher_amount),
             "energy_avoided_kwh": model.energy_kwh,
             "emissions_avoided_kg": model.emissions_kg,
         }

@@ -30,7 +30,7 @@ from market.accounts.models import User
 from market.api.schemas import ID_MAX
 from market.catalog.models import Dataset
 from market.errors import InvalidRequest, NotFound, PermissionDenied
-from market.money import from_minor, money_context, round_statement
+from market.money import from_minor, money_context, plain, round_statement
 from market.sharing.models import Acquisition
 from market.trading.models import Run, RunStatus
 from market.visibility import is_overseer
@@ -98,7 +98,7 @@ class Statement:
                         "label": line.label,
                         "items": line.items,
                         "exact": str(line.exact),
-                        "amount": str(line.amount),
+                        "amount": plain(line.amount),
                     }
                     for line in s.lines
                 ],

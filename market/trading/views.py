@@ -8,6 +8,7 @@ script it has a plain "Refresh" link.
 
 from __future__ import annotations
 
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from flask import (
@@ -32,6 +33,7 @@ from market.catalog.models import Dataset
 from market.catalog.schemas import DatasetPublic
 from market.db import utcnow
 from market.errors import MarketError, field_errors
+from market.money import plain
 from market.services import services
 from market.trading import guidance, lifecycle, purchases
 from market.trading import services as trading
@@ -366,8 +368,17 @@ def _duration(value: Any) -> str:
 def _amount(value: Any) -> str:
     """A money term as stored ({amount, currency}) or a plain amount string."""
     if isinstance(value, dict):
-        return f"{value.get('amount')} {value.get('currency', '')}".strip()
-    return "—" if value is None else str(value)
+        return f"{_positional(value.get('amount'))} {value.get('currency', '')}".strip()
+    return "—" if value is None else _positional(value)
+
+
+def _positional(amount: Any) -> str:
+    """A stored amount in positional notation (receipts stored before ``plain`` may hold
+    ``9.6E-8``); anything that is not a number is shown as it is."""
+    try:
+        return plain(Decimal(str(amount)))
+    except (InvalidOperation, ValueError):
+        return str(amount)
 
 
 def init_views(app: Flask) -> None:

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from market.costing.errors import CurrencyMismatch
-from market.money import Money, money_sum, quantize, to_decimal
+from market.money import Money, accrue, money_sum, quantize, to_decimal
 
 
 @pytest.mark.parametrize(
@@ -71,3 +71,15 @@ def test_money_sum_checks_every_item_against_the_currency() -> None:
 def test_money_serialises_the_amount_as_a_string() -> None:
     assert Money(Decimal("1.50"), "EUR").to_json() == {"amount": "1.50", "currency": "EUR"}
     assert str(Money(Decimal("1.50"), "EUR")) == "1.50 EUR"
+
+
+@pytest.mark.parametrize(
+    ("exact", "printed"),
+    [("0.000000096", "0.000000096"), ("0.000049213", "0.000049213"), ("2.500000000", "2.50")],
+)
+def test_accrued_terms_print_in_positional_notation(exact: str, printed: str) -> None:
+    # normalize() turns 0.000000096 into Decimal("9.6E-8"): receipts must not show that.
+    term = Money(accrue(Decimal(exact), 9, "EUR"), "EUR")
+    assert term.to_json() == {"amount": printed, "currency": "EUR"}
+    assert str(term) == f"{printed} EUR"
+    assert Decimal(term.to_json()["amount"]) == Decimal(exact)
