@@ -1,4 +1,4 @@
-"""Datasets in the JSON API: drafts, file upload, catalog search, detail, delisting."""
+"""Datasets in the JSON API: drafts, file upload, catalog search, detail, edits, delisting."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from market.accounts.models import Role
 from market.api import API_V1, BEARER, raw_body
 from market.api.auth import api_login_required, caller
 from market.api.schemas import COMMON_ERRORS, ErrorBody
+from market.catalog import editing
 from market.catalog import services as catalog
 from market.catalog.schemas import (
     CatalogQuery,
@@ -136,6 +137,27 @@ def list_datasets(query: CatalogQuery):
 @api_login_required()
 def get_dataset(path: DatasetPath):
     with services().database.read() as session:
+        dataset = catalog.get_dataset(session, actor=caller(), dataset_id=path.dataset_id)
+        out = catalog.to_public(session, dataset)
+    return out.model_dump(mode="json")
+
+
+@api.put(
+    "/datasets/<dataset_id>",
+    summary="Edit a listing: title, description, tags, licence, prices; raise its total budget",
+    security=BEARER,
+    responses={200: DatasetPublic, 409: ErrorBody, 422: ErrorBody},
+)
+@api_login_required(Role.OWNER)
+def edit_dataset(path: DatasetPath, body: editing.ListingEdit):
+    """Every editable field is sent (what the web form sends); the schema, the file, delta and
+    the per-run cap stay as listed, and the total budget may only grow (its own audit entry)."""
+    market = services()
+    with market.database.write() as session:
+        editing.edit_listing(
+            session, actor=caller(), dataset_id=path.dataset_id, edit=body, settings=market.settings
+        )
+    with market.database.read() as session:
         dataset = catalog.get_dataset(session, actor=caller(), dataset_id=path.dataset_id)
         out = catalog.to_public(session, dataset)
     return out.model_dump(mode="json")
