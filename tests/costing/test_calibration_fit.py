@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,29 @@ from tests.costing.conftest import make_settings, make_worker
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 ROYALTY = Money(Decimal("1.00"), "EUR")
+
+
+def mlp_quote(settings: Any, fit: WorkerFit, *, live_workers: int | None = None) -> Any:
+    """A quote for 320 steps of a 1,536-MAC MLP on 569 rows (455 trained), priced from ``fit``."""
+    return quote_costs(
+        settings,
+        worker_class="cpu",
+        samples=455,
+        epochs=40,
+        work_per_sample=1536.0,
+        clipping_mode="ghost",
+        royalty=ROYALTY,
+        now=NOW,
+        steps=320,
+        fit=fit,
+        family="mlp",
+        batch=80.0,
+        macs=1536.0,
+        rows=569,
+        live_workers=live_workers,
+    )
+
+
 # A known machine: per family start-up, per step, per sample-MAC; shared per sample and row.
 TRUE = {"linear": (0.2, 0.001, 1e-9), "mlp": (0.3, 0.002, 2e-9)}
 SAMPLE_S, ROW_S = 2e-5, 1e-6
@@ -78,23 +102,7 @@ def test_noisy_calibration_widens_the_expected_error() -> None:
 def test_a_calibrated_quote_uses_the_fit_and_states_its_error_band() -> None:
     settings = make_settings()
     fit = fitted(exact_points(), floor=0.2)
-    costs = quote_costs(
-        settings,
-        worker_class="cpu",
-        samples=455,
-        epochs=40,
-        work_per_sample=1536.0,
-        clipping_mode="ghost",
-        royalty=ROYALTY,
-        now=NOW,
-        steps=320,
-        fit=fit,
-        family="mlp",
-        batch=80.0,
-        macs=1536.0,
-        rows=569,
-        live_workers=1,
-    )
+    costs = mlp_quote(settings, fit, live_workers=1)
     expected = fit.families["mlp"].seconds(steps=320, batch=80.0, macs=1536.0, rows=569)
     assert costs.estimate.seconds == pytest.approx(expected)
     # The meter's own formula: cores x W x measured utilisation + peak GB x W/GB.
@@ -170,22 +178,7 @@ def test_where_the_meter_estimates_the_quote_charges_the_fitted_cpu_seconds() ->
     cpu = fit.cpu_families["mlp"].seconds(**shape)
     wall = fit.families["mlp"].seconds(**shape)
     assert wall == pytest.approx(3 * cpu, rel=1e-3)
-    costs = quote_costs(
-        make_settings(),
-        worker_class="cpu",
-        samples=455,
-        epochs=40,
-        work_per_sample=1536.0,
-        clipping_mode="ghost",
-        royalty=ROYALTY,
-        now=NOW,
-        steps=320,
-        fit=fit,
-        family="mlp",
-        batch=80.0,
-        macs=1536.0,
-        rows=569,
-    )
+    costs = mlp_quote(make_settings(), fit)
     assert costs.estimate.seconds == pytest.approx(wall)
     joules = cpu * 12.0 + 0.5 * 0.3725 * wall
     assert costs.estimate.energy_kwh * 3.6e6 == pytest.approx(joules)
