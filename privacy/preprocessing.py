@@ -155,6 +155,72 @@ def describe(metadata: Mapping[str, Any]) -> Description:
     return _describe_tabular(metadata)
 
 
+#: At most this many missing-value marks ("?", "NA", ...) per listing, each this long.
+MAX_MISSING_MARKS = 20
+MAX_MARK_LENGTH = 40
+#: How a numeric column is scaled into the feature range.
+SCALES = ("linear", "log")
+
+
+def _missing_marks(metadata: Mapping[str, Any]) -> list[str]:
+    raw = metadata.get("missing_values", [])
+    ok = isinstance(raw, list) and len(raw) <= MAX_MISSING_MARKS
+    if not ok or not all(isinstance(m, str) and 0 < len(m) <= MAX_MARK_LENGTH for m in raw):
+        raise _schema_error(
+            f"missing_values must be a list of at most {MAX_MISSING_MARKS} non-empty texts",
+            field="missing_values",
+        )
+    return list(dict.fromkeys(raw))
+
+
+def _trim_flag(metadata: Mapping[str, Any]) -> bool:
+    raw = metadata.get("trim_spaces", False)
+    if not isinstance(raw, bool):
+        raise _schema_error("trim_spaces must be true or false", field="trim_spaces")
+    return raw
+
+
+def _numeric_feature(col: Mapping[str, Any], where: str) -> NumericFeature:
+    lo, hi = _bounds(col, where)
+    feature: NumericFeature = {"name": col["name"], "type": "numeric", "min": lo, "max": hi}
+    scale = col.get("scale", "linear")
+    if scale not in SCALES:
+        raise _schema_error(f"{where} scale must be 'linear' or 'log'", field=where)
+    if scale == "log":
+        feature["scale"] = "log"
+    if col.get("fill") is not None:
+        fill = col["fill"]
+        usable = isinstance(fill, int | float) and not isinstance(fill, bool)
+        if not usable or not math.isfinite(fill) or not lo <= fill <= hi:
+            raise _schema_error(f"{where} fill must be a number within its bounds", field=where)
+        feature["fill"] = float(fill)
+    return feature
+
+
+def _categorical_feature(
+    col: Mapping[str, Any], where: str, *, trim: bool, marks: Sequence[str]
+) -> CategoricalFeature:
+    cats = _categories(col.get("categories"), where)
+    if trim and any(c != c.strip() for c in cats):
+        raise _schema_error(
+            f"{where} declares a category with surrounding spaces, which trim_spaces removes "
+            "from every cell",
+            field=where,
+        )
+    if clash := sorted(set(cats) & set(marks)):
+        raise _schema_error(
+            f"{where} declares {clash[0]!r} both as a category and as a missing-value mark",
+            field=where,
+        )
+    feature: CategoricalFeature = {"name": col["name"], "type": "categorical", "categories": cats}
+    if col.get("fill") is not None:
+        fill = _norm(col["fill"])
+        if fill not in cats:
+            raise _schema_error(f"{where} fill must be one of its categories", field=where)
+        feature["fill"] = fill
+    return feature
+
+
 def _describe_tabular(metadata: Mapping[str, Any]) -> TabularDescription:
     columns = metadata.get("columns")
     label = metadata.get("label")
@@ -164,6 +230,7 @@ def _describe_tabular(metadata: Mapping[str, Any]) -> TabularDescription:
         raise _schema_error(f"more than {MAX_COLUMNS} columns", field="columns")
     if not isinstance(label, str):
         raise _schema_error("metadata needs the 'label' column name", field="label")
+    trim, marks = _trim_flag(metadata), _missing_marks(metadata)
     features: list[NumericFeature | CategoricalFeature] = []
     label_spec: LabelSpec | None = None
     seen: set[str] = set()
@@ -181,16 +248,16 @@ def _describe_tabular(metadata: Mapping[str, Any]) -> TabularDescription:
                 raise _schema_error(
                     "the label column must be categorical (classification)", field=where
                 )
-            cats = _categories(col.get("categories"), where)
+            if col.get("fill") is not None:
+                raise _schema_error("the label column takes no fill value", field=where)
+            cats = _categorical_feature(col, where, trim=trim, marks=marks)["categories"]
             if len(cats) < MIN_CLASSES:
                 raise _schema_error("the label needs at least two categories", field=where)
             label_spec = {"name": name, "categories": cats}
         elif kind == "numeric":
-            lo, hi = _bounds(col, where)
-            features.append({"name": name, "type": "numeric", "min": lo, "max": hi})
+            features.append(_numeric_feature(col, where))
         elif kind == "categorical":
-            cats = _categories(col.get("categories"), where)
-            features.append({"name": name, "type": "categorical", "categories": cats})
+            features.append(_categorical_feature(col, where, trim=trim, marks=marks))
         else:
             raise _schema_error(f"{where} type must be 'numeric' or 'categorical'", field=where)
     if label_spec is None:
@@ -203,7 +270,7 @@ def _describe_tabular(metadata: Mapping[str, Any]) -> TabularDescription:
             encoded.append(f["name"])
         else:
             encoded += [f"{f['name']}={c}" for c in f["categories"]]
-    return {
+    description: TabularDescription = {
         "kind": "tabular",
         "version": DESCRIPTION_VERSION,
         "range": _target_range(metadata),
@@ -211,6 +278,12 @@ def _describe_tabular(metadata: Mapping[str, Any]) -> TabularDescription:
         "label": label_spec,
         "encoded_columns": encoded,
     }
+    # Only where declared: a listing without them keeps the description it always had.
+    if trim:
+        description["trim_spaces"] = True
+    if marks:
+        description["missing_values"] = marks
+    return description
 
 
 def _describe_image(metadata: Mapping[str, Any]) -> ImageDescription:
@@ -290,18 +363,22 @@ def vocabulary(description: Mapping[str, Any]) -> int | None:
 
 
 # -- reading columns ---------------------------------------------------------------
+# A column is read once, by its distinct values: the rules (trimming, missing marks, number
+# parsing, category lookup) run in Python over the distinct values only, and NumPy maps
+# them back onto the rows. An Adult-sized table (32,561 rows) took 0.2 s by row loops.
+
+#: A column as stored: Arrow (tables) or NumPy (npz archives, a buyer's mapping).
+Column: TypeAlias = pa.ChunkedArray | np.ndarray
 
 
-def _get(data: Data, name: str) -> np.ndarray | None:
+def _get(data: Data, name: str) -> Column | None:
     if isinstance(data, pa.Table):
         if name not in data.column_names:
             return None
         column = data.column(name)
         if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
-            return column.to_numpy(zero_copy_only=False).astype(np.float64)
-        if pa.types.is_boolean(column.type):
-            return np.array(column.to_pylist(), dtype=object)
-        return np.array(column.to_pylist(), dtype=object)
+            return column.to_numpy().astype(np.float64)
+        return column
     if name not in data:
         return None
     return np.asarray(data[name])
@@ -318,45 +395,96 @@ def _rows(data: Data) -> int:
     return lengths.pop() if lengths else 0
 
 
-def _numeric(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _distinct(values: Column) -> tuple[list[Any], np.ndarray]:
+    """The column's distinct values and, per row, the index of its value among them."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "US":
+        uniques, inverse = np.unique(values, return_inverse=True)
+        return uniques.tolist(), inverse.reshape(-1)
+    try:
+        array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else pa.array(values)
+        encoded = array.dictionary_encode()
+    except (pa.ArrowException, TypeError, ValueError):  # mixed Python objects: by hand
+        index: dict[tuple[type, Any], int] = {}
+        keys: list[Any] = []
+        items = values.to_pylist() if isinstance(values, pa.ChunkedArray) else values.tolist()
+        positions = np.empty(len(items), dtype=np.int64)
+        for i, v in enumerate(items):
+            key = (type(v), v if v == v else "nan")  # NaN != NaN: one key for all of them
+            if key not in index:
+                index[key] = len(keys)
+                keys.append(v)
+            positions[i] = index[key]
+        return keys, positions
+    uniques = encoded.dictionary.to_pylist()
+    nulls = len(uniques)
+    uniques.append(None)
+    return uniques, encoded.indices.fill_null(nulls).to_numpy().astype(np.int64)
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """How cells are read: declared by the listing (``trim_spaces``, ``missing_values``)."""
+
+    trim: bool
+    marks: frozenset[str]
+
+    @classmethod
+    def of(cls, description: Mapping[str, Any]) -> _Reading:
+        return cls(
+            bool(description.get("trim_spaces", False)),
+            frozenset(description.get("missing_values", ())),
+        )
+
+    def text(self, value: Any) -> str | None:
+        """The cell's text, or None when it is missing."""
+        if value is None or (isinstance(value, float | np.floating) and math.isnan(value)):
+            return None
+        text = (value.strip() if self.trim else value) if isinstance(value, str) else _norm(value)
+        return None if text == "" or text in self.marks else text
+
+
+def _numeric(values: Column, reading: _Reading) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Floats, a missing mask and a not-numeric mask (values never leave this module)."""
-    if values.dtype.kind in "fiub":
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
         floats = values.astype(np.float64)
-        missing = np.isnan(floats)
-        return floats, missing, np.zeros(len(values), dtype=bool)
-    floats = np.full(len(values), np.nan)
-    missing = np.zeros(len(values), dtype=bool)
-    bad = np.zeros(len(values), dtype=bool)
-    for i, v in enumerate(values):
-        if v is None or (isinstance(v, str) and not v.strip()):
+        return floats, np.isnan(floats), np.zeros(len(values), dtype=bool)
+    uniques, inverse = _distinct(values)
+    parsed = np.full(len(uniques), np.nan)
+    missing = np.zeros(len(uniques), dtype=bool)
+    bad = np.zeros(len(uniques), dtype=bool)
+    for i, v in enumerate(uniques):
+        text = reading.text(v)
+        if text is None or not text.strip():
             missing[i] = True
             continue
         try:
-            f = float(v)
+            f = float(v) if not isinstance(v, str) else float(text)
         except (TypeError, ValueError):
             bad[i] = True
             continue
         if math.isnan(f):
             missing[i] = True
         else:
-            floats[i] = f
-    return floats, missing, bad
+            parsed[i] = f
+    return parsed[inverse], missing[inverse], bad[inverse]
 
 
 def _category_codes(
-    values: np.ndarray, categories: Sequence[str]
+    values: Column, categories: Sequence[str], reading: _Reading
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Codes in declared order (-1 when absent), a missing mask and an unknown mask."""
     index = {c: i for i, c in enumerate(categories)}
-    codes = np.full(len(values), -1, dtype=np.int64)
-    missing = np.zeros(len(values), dtype=bool)
-    for i, v in enumerate(values.tolist()):
-        if v is None or (isinstance(v, float) and math.isnan(v)) or v == "":
+    uniques, inverse = _distinct(values)
+    codes = np.full(len(uniques), -1, dtype=np.int64)
+    missing = np.zeros(len(uniques), dtype=bool)
+    for i, v in enumerate(uniques):
+        text = reading.text(v)
+        if text is None:
             missing[i] = True
-            continue
-        codes[i] = index.get(_norm(v), -1)
-    unknown = (codes < 0) & ~missing
-    return codes, missing, unknown
+        else:
+            codes[i] = index.get(text, -1)
+    codes, missing = codes[inverse], missing[inverse]
+    return codes, missing, (codes < 0) & ~missing
 
 
 def _count(problems: dict[str, dict[str, int]], column: str, kind: str, mask: np.ndarray) -> None:
@@ -387,7 +515,13 @@ def validate_rows(description: Mapping[str, Any], data: Data, *, require_label: 
             (``absent``, ``missing``, ``not_numeric``, ``out_of_range``,
             ``unknown_category``, ``wrong_shape``). Values are never included.
     """
-    problems, rows = _check(description, data, require_label=require_label, clip=False)
+    _version(description)
+    if description["kind"] == "image":
+        problems, rows = _check_image(description, data, require_label=require_label, clip=False)
+    else:
+        problems, rows, _, _ = _read_tabular(
+            description, data, require_label=require_label, clip=False
+        )
     if problems:
         raise _violation(problems, rows)
     return rows
@@ -410,86 +544,120 @@ def encode_features(description: Mapping[str, Any], data: Data) -> np.ndarray:
     return features
 
 
+def _version(description: Mapping[str, Any]) -> None:
+    if description.get("version") != DESCRIPTION_VERSION:
+        raise _schema_error("unknown preprocessing description version", field="version")
+
+
 def _encode(
     description: Mapping[str, Any], data: Data, *, require_label: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    problems, rows = _check(description, data, require_label=require_label, clip=True)
+    _version(description)
+    if description["kind"] == "image":
+        return _encode_image(description, data, require_label=require_label)
+    problems, rows, columns, labels = _read_tabular(
+        description, data, require_label=require_label, clip=True
+    )
     if problems:
         raise _violation(problems, rows)
     lo, hi = description["range"]
-    if description["kind"] == "image":
-        x = np.asarray(data[description["features_key"]], dtype=np.float64)
-        x = x.reshape((rows, *description["shape"]))
-        p_lo, p_hi = description["pixel_range"]["min"], description["pixel_range"]["max"]
-        x = (np.clip(x, p_lo, p_hi) - p_lo) / (p_hi - p_lo) * (hi - lo) + lo
-        labels = None
-        if require_label:
-            labels = np.asarray(data[description["labels_key"]]).astype(np.int64)
-        return x.astype(np.float32), labels
-    blocks: list[np.ndarray] = []
     codes_only = description.get("encoding") == "codes"
-    offset = 0
-    for f in description["features"]:
-        values = _get(data, f["name"])
-        assert values is not None
+    features = np.empty((rows, len(description["encoded_columns"])), dtype=np.float32)
+    at = offset = 0
+    for f, column in zip(description["features"], columns, strict=True):
         if codes_only:
-            codes, _, _ = _category_codes(values, f["categories"])
-            blocks.append((codes + offset).astype(np.float64)[:, None])
+            features[:, at] = column + offset
             offset += len(f["categories"])
+            at += 1
         elif f["type"] == "numeric":
-            floats, _, _ = _numeric(values)
-            scaled = (np.clip(floats, f["min"], f["max"]) - f["min"]) / (f["max"] - f["min"])
-            blocks.append((scaled * (hi - lo) + lo)[:, None])
+            features[:, at] = _scaled(column, f) * (hi - lo) + lo
+            at += 1
         else:
-            codes, _, _ = _category_codes(values, f["categories"])
-            onehot = np.full((rows, len(f["categories"])), lo)
-            onehot[np.arange(rows), codes] = hi
-            blocks.append(onehot)
-    features = np.concatenate(blocks, axis=1).astype(np.float32)
-    labels = None
-    if require_label:
-        raw = _get(data, description["label"]["name"])
-        assert raw is not None
-        labels, _, _ = _category_codes(raw, description["label"]["categories"])
+            width = len(f["categories"])
+            block = features[:, at : at + width]
+            block.fill(lo)
+            block[np.arange(rows), column] = hi
+            at += width
     return features, labels
 
 
-def _check(
+def _scaled(floats: np.ndarray, feature: Mapping[str, Any]) -> np.ndarray:
+    """A numeric column clipped to its bounds and mapped onto [0, 1] (linear or log)."""
+    lo, hi = feature["min"], feature["max"]
+    clipped = np.clip(floats, lo, hi)
+    if feature.get("scale") == "log":
+        return np.log1p(clipped - lo) / math.log1p(hi - lo)
+    return (clipped - lo) / (hi - lo)
+
+
+def _read_tabular(
     description: Mapping[str, Any], data: Data, *, require_label: bool, clip: bool
-) -> tuple[dict[str, dict[str, int]], int]:
-    if description.get("version") != DESCRIPTION_VERSION:
-        raise _schema_error("unknown preprocessing description version", field="version")
-    if description["kind"] == "image":
-        return _check_image(description, data, require_label=require_label, clip=clip)
+) -> tuple[dict[str, dict[str, int]], int, list[np.ndarray], np.ndarray | None]:
+    """Problem counts, rows, each feature's floats (numeric) or codes, and the labels."""
+    reading = _Reading.of(description)
     problems: dict[str, dict[str, int]] = {}
     rows = _rows(data)
+    columns: list[np.ndarray] = []
     for f in description["features"]:
-        values = _get(data, f["name"])
+        name = f["name"]
+        values = _get(data, name)
         if values is None:
-            problems[f["name"]] = {"absent": 1}
+            problems[name] = {"absent": 1}
+            columns.append(np.zeros(rows, dtype=np.int64))
             continue
         if f["type"] == "numeric":
-            floats, missing, bad = _numeric(values)
-            _count(problems, f["name"], "missing", missing)
-            _count(problems, f["name"], "not_numeric", bad)
+            floats, missing, bad = _numeric(values, reading)
+            if "fill" in f:
+                floats[missing], missing = f["fill"], np.zeros_like(missing)
+            _count(problems, name, "missing", missing)
+            _count(problems, name, "not_numeric", bad)
             if not clip:
                 with np.errstate(invalid="ignore"):
                     out = (floats < f["min"]) | (floats > f["max"])
-                _count(problems, f["name"], "out_of_range", out)
+                _count(problems, name, "out_of_range", out)
+            columns.append(floats)
         else:
-            _, missing, unknown = _category_codes(values, f["categories"])
-            _count(problems, f["name"], "missing", missing)
-            _count(problems, f["name"], "unknown_category", unknown)
+            codes, missing, unknown = _category_codes(values, f["categories"], reading)
+            if "fill" in f:
+                codes[missing] = f["categories"].index(f["fill"])
+                missing = np.zeros_like(missing)
+            _count(problems, name, "missing", missing)
+            _count(problems, name, "unknown_category", unknown)
+            columns.append(codes)
+    labels = None
     if require_label:
         name = description["label"]["name"]
         values = _get(data, name)
         if values is None:
             problems[name] = {"absent": 1}
         else:
-            _, missing, unknown = _category_codes(values, description["label"]["categories"])
+            labels, missing, unknown = _category_codes(
+                values, description["label"]["categories"], reading
+            )
             _count(problems, name, "missing", missing)
             _count(problems, name, "unknown_category", unknown)
-    return problems, rows
+    return problems, rows, columns, labels
+
+
+def _encode_image(
+    description: Mapping[str, Any], data: Data, *, require_label: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    problems, rows = _check_image(description, data, require_label=require_label, clip=True)
+    if problems:
+        raise _violation(problems, rows)
+    lo, hi = description["range"]
+    p_lo, p_hi = description["pixel_range"]["min"], description["pixel_range"]["max"]
+    # float32 throughout: MNIST's 47 million pixels were 376 MB more as float64.
+    x = np.asarray(data[description["features_key"]]).astype(np.float32)
+    x = x.reshape((rows, *description["shape"]))
+    np.clip(x, p_lo, p_hi, out=x)
+    x -= np.float32(p_lo)
+    x *= np.float32((hi - lo) / (p_hi - p_lo))
+    x += np.float32(lo)
+    labels = None
+    if require_label:
+        labels = np.asarray(data[description["labels_key"]]).astype(np.int64)
+    return x, labels
 
 
 def _check_image(
@@ -514,13 +682,14 @@ def _check_image(
         return {fkey: {"wrong_shape": 1}}, rows
     if x.dtype.kind not in "fiub":
         return {fkey: {"not_numeric": rows}}, rows
-    flat = x.reshape(rows, size).astype(np.float64)
-    _count(problems, fkey, "missing", np.asarray(np.isnan(flat).any(axis=1)))
-    if not clip:
+    flat = x.reshape(rows, size)
+    if flat.dtype.kind == "f":
+        _count(problems, fkey, "missing", np.asarray(np.isnan(flat).any(axis=1)))
+    if not clip and rows:
         lo, hi = description["pixel_range"]["min"], description["pixel_range"]["max"]
         with np.errstate(invalid="ignore"):
-            out = np.asarray(((flat < lo) | (flat > hi)).any(axis=1))
-            _count(problems, fkey, "out_of_range", out)
+            out = (flat.min(axis=1) < lo) | (flat.max(axis=1) > hi)
+        _count(problems, fkey, "out_of_range", np.asarray(out))
     if require_label:
         if lkey not in data:
             problems[lkey] = {"absent": 1}

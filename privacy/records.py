@@ -100,12 +100,15 @@ class NumericFeature(TypedDict):
     type: Literal["numeric"]
     min: float
     max: float
+    scale: NotRequired[Literal["log"]]
+    fill: NotRequired[float]
 
 
 class CategoricalFeature(TypedDict):
     name: str
     type: Literal["categorical"]
     categories: list[str]
+    fill: NotRequired[str]
 
 
 Feature: TypeAlias = Annotated[NumericFeature | CategoricalFeature, Field(discriminator="type")]
@@ -133,6 +136,8 @@ class TabularDescription(TypedDict):
     encoded_columns: list[str]
     encoding: NotRequired[Literal["codes"]]
     vocabulary: NotRequired[int]
+    trim_spaces: NotRequired[bool]
+    missing_values: NotRequired[list[str]]
 
 
 class ImageDescription(TypedDict):

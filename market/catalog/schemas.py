@@ -33,6 +33,8 @@ from privacy.preprocessing import (
     MAX_CATEGORIES,
     MAX_COLUMNS,
     MAX_IMAGE_SIDE,
+    MAX_MARK_LENGTH,
+    MAX_MISSING_MARKS,
     MIN_CLASSES,
     bounds_ordered,
     repeats_a_category,
@@ -51,11 +53,24 @@ class NumericColumn(_Strict):
     type: Literal["numeric"]
     min: float = Field(allow_inf_nan=False)
     max: float = Field(allow_inf_nan=False)
+    scale: Literal["linear", "log"] = Field(
+        default="linear",
+        description="How values map onto the feature range: linear, or log1p(x - min) "
+        "over log1p(max - min) for long-tailed amounts.",
+    )
+    fill: float | None = Field(
+        default=None,
+        allow_inf_nan=False,
+        description="The value a missing cell takes (within min..max); without it a missing "
+        "cell is refused.",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> NumericColumn:
         if not bounds_ordered(self.min, self.max):
             raise ValueError(f"column {self.name!r}: max must be greater than min")
+        if self.fill is not None and not self.min <= self.fill <= self.max:
+            raise ValueError(f"column {self.name!r}: fill must lie between min and max")
         return self
 
 
@@ -65,6 +80,12 @@ class CategoricalColumn(_Strict):
     categories: list[Annotated[str, Field(max_length=200)]] = Field(
         min_length=1, max_length=MAX_CATEGORIES
     )
+    fill: str | None = Field(
+        default=None,
+        max_length=200,
+        description="The category a missing cell takes (one of `categories`); without it a "
+        "missing cell is refused. Not allowed on the label.",
+    )
 
     @field_validator("categories")
     @classmethod
@@ -72,6 +93,12 @@ class CategoricalColumn(_Strict):
         if repeats_a_category(value):
             raise ValueError("a category is declared twice")
         return value
+
+    @model_validator(mode="after")
+    def _fill_declared(self) -> CategoricalColumn:
+        if self.fill is not None and self.fill not in self.categories:
+            raise ValueError(f"column {self.name!r}: fill must be one of its categories")
+        return self
 
 
 Column = Annotated[NumericColumn | CategoricalColumn, Field(discriminator="type")]
@@ -114,6 +141,17 @@ class PricePolicy(_Strict):
     currency: str = Field(pattern=r"^[A-Z]{3}$")
 
 
+MissingMark = Annotated[str, Field(min_length=1, max_length=MAX_MARK_LENGTH)]
+TRIM_SPACES_DOC = (
+    "Remove leading and trailing spaces from every cell (and header name) before reading it, "
+    "as in files separated by ', '."
+)
+MISSING_VALUES_DOC = (
+    "Cell texts that mean a missing value (after trimming), besides empty cells, e.g. '?'. "
+    "A missing cell takes its column's `fill`, or is refused."
+)
+
+
 class DatasetCreate(_Strict):
     """A listing draft: everything but the file."""
 
@@ -124,6 +162,10 @@ class DatasetCreate(_Strict):
     format: DatasetFormat
     label: Name | None = None
     columns: list[Column] | None = Field(default=None, min_length=1, max_length=MAX_COLUMNS)
+    trim_spaces: bool = Field(default=False, description=TRIM_SPACES_DOC)
+    missing_values: list[MissingMark] = Field(
+        default_factory=list, max_length=MAX_MISSING_MARKS, description=MISSING_VALUES_DOC
+    )
     image: ImageSpec | None = None
     privacy: PrivacyTerms
     price: PricePolicy
@@ -187,6 +229,8 @@ class DatasetPublic(BaseModel):
     format: DatasetFormat
     label: str | None
     columns: list[Column] | None = None
+    trim_spaces: bool = Field(default=False, description=TRIM_SPACES_DOC)
+    missing_values: list[str] = Field(default_factory=list, description=MISSING_VALUES_DOC)
     image: ImageSpec | None = None
     schema_summary: SchemaSummary | None = None
     rows: int | None

@@ -111,8 +111,12 @@ def create_draft(
     schema: dict[str, Any] = (
         {"image": data.image.model_dump()}
         if data.image is not None
-        else {"columns": [c.model_dump() for c in data.columns or []]}
+        else {"columns": [c.model_dump(exclude_none=True) for c in data.columns or []]}
     )
+    if data.trim_spaces:
+        schema["trim_spaces"] = True
+    if data.missing_values:
+        schema["missing_values"] = list(dict.fromkeys(data.missing_values))
     try:
         describe({"format": data.format.value, "label": data.label, **schema})
     except SchemaError as exc:
@@ -422,6 +426,8 @@ def to_public(
             "format": dataset.format,
             "label": dataset.label,
             "columns": None if summary_only else schema.get("columns"),
+            "trim_spaces": schema.get("trim_spaces", False),
+            "missing_values": schema.get("missing_values", []),
             "image": None if summary_only else schema.get("image"),
             "schema_summary": summary,
             "rows": dataset.rows,

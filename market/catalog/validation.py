@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from market.catalog import tables
 from market.catalog.limits import (
     NpyHeader,
     UploadLimits,
@@ -117,10 +118,11 @@ def _require_two_classes(classes: set[str]) -> None:
         )
 
 
-def _label_values(table: pa.Table, label: str | None) -> set[str]:
+def _label_values(table: pa.Table, label: str | None, *, trim: bool = False) -> set[str]:
     if label is None or label not in table.column_names:
         return set()
-    return {str(v) for v in pc.unique(table[label]).to_pylist() if v is not None}
+    values = {str(v) for v in pc.unique(table[label]).to_pylist() if v is not None}
+    return {v.strip() for v in values} if trim else values
 
 
 def _summarise(details: Mapping[str, Any]) -> str:
@@ -201,11 +203,14 @@ class _Batches:
 # -- CSV ---------------------------------------------------------------------------
 
 
-def _csv_header(chunks: Iterator[bytes], declared: list[str]) -> tuple[bytes, Iterator[bytes]]:
+def _csv_header(
+    chunks: Iterator[bytes], declared: list[str]
+) -> tuple[bytes, list[str], Iterator[bytes]]:
     """Read the header line (at most one parser block) and check its column count.
 
     pyarrow infers the columns from its first block; a longer header would otherwise be
-    reported as an empty file. Returns the bytes read so far and the rest of the stream.
+    reported as an empty file. Returns the bytes read so far, the header's names and the
+    rest of the stream.
     """
     head = bytearray()
     for chunk in chunks:
@@ -223,9 +228,9 @@ def _csv_header(chunks: Iterator[bytes], declared: list[str]) -> tuple[bytes, It
             f"{len(declared):,})",
             details={"columns_at_least": at_least, "declared": len(declared)},
         )
-    line = bytes(head if end < 0 else head[:end]).rstrip(b"\r")
+    line = bytes(head if end < 0 else head[:end])
     try:
-        names = next(csv.reader([line.decode("utf-8-sig")]), [])
+        names = tables.header_names(line)
     except UnicodeDecodeError:
         raise ValidationFailed("the CSV is not valid UTF-8 text") from None
     except csv.Error:
@@ -236,7 +241,7 @@ def _csv_header(chunks: Iterator[bytes], declared: list[str]) -> tuple[bytes, It
             f"declares {len(declared):,}",
             details={"columns": len(names), "declared": len(declared)},
         )
-    return bytes(head), chunks
+    return bytes(head), names, chunks
 
 
 def _validate_csv(
@@ -245,7 +250,7 @@ def _validate_csv(
     declared: list[str],
     limits: UploadLimits,
 ) -> int:
-    head, rest = _csv_header(chunks, declared)
+    head, header, rest = _csv_header(chunks, declared)
 
     def whole() -> Iterator[bytes]:
         yield head
@@ -257,20 +262,19 @@ def _validate_csv(
     try:
         reader = pa_csv.open_csv(
             reader_source,
-            read_options=pa_csv.ReadOptions(use_threads=False, block_size=CSV_BLOCK_BYTES),
-            convert_options=pa_csv.ConvertOptions(
-                # Read every value as text: the schema check parses numbers itself, and a
-                # type-inference error from the parser would quote the offending value.
-                column_types={name: pa.string() for name in declared},
-                strings_can_be_null=True,
-                null_values=[""],
+            read_options=tables.read_options(
+                header,
+                trim=tables.trims(description),
+                use_threads=False,
+                block_size=CSV_BLOCK_BYTES,
             ),
+            convert_options=tables.convert_options(declared),
         )
         _check_header(reader.schema.names, declared)
         for batch in reader:
             table = pa.Table.from_batches([batch])
             if len(batches.classes) < 2:
-                batches.classes |= _label_values(table, label)
+                batches.classes |= _label_values(table, label, trim=tables.trims(description))
             batches.check(table, table.num_rows)
     except pa.ArrowInvalid as exc:
         raise ValidationFailed(_csv_error(str(exc))) from None
@@ -315,7 +319,7 @@ def _validate_parquet(
         ):
             table = pa.Table.from_batches([batch])
             if len(batches.classes) < 2:
-                batches.classes |= _label_values(table, label)
+                batches.classes |= _label_values(table, label, trim=tables.trims(description))
             batches.check(table, table.num_rows)
             if batches.rows > footer.rows:
                 break

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from market import audit, failpoints
+from market.catalog import tables
 from market.catalog.models import Dataset, DatasetFormat
 from market.costing import Measurement, Money, WorkerClassSettings, measure, price_run
 from market.costing.records import CostTerms, MeasurementRecord, QuoteCostsRecord
@@ -48,13 +48,12 @@ log = logging.getLogger(__name__)
 def _read_plaintext(dataset: Dataset, plaintext: io.BytesIO) -> Any:
     if dataset.format is DatasetFormat.CSV:
         columns = [c["name"] for c in dataset.data_schema.get("columns", [])]
+        header = tables.header_names(plaintext.readline())
+        plaintext.seek(0)
         return pa_csv.read_csv(
             plaintext,
-            convert_options=pa_csv.ConvertOptions(
-                column_types={name: pa.string() for name in columns},
-                strings_can_be_null=True,
-                null_values=[""],
-            ),
+            read_options=tables.read_options(header, trim=tables.trims(dataset.data_schema)),
+            convert_options=tables.convert_options(columns),
         )
     if dataset.format is DatasetFormat.PARQUET:
         return pq.read_table(plaintext)
