@@ -2,9 +2,10 @@
 
 The listing wizard's first step reads the owner's file in memory (as a stream, never spooled:
 see market/catalog/streams.py), profiles it here, and renders the profile in the response to
-that owner. Nothing is stored: not the file, not the statistics. The profile only suggests
-the listing's public metadata (rounded bounds, the categories as written, the label); the
-owner edits it and sends the file again to list it, encrypted as it arrives.
+that owner. The statistics are never stored; the file itself is kept encrypted, with a key
+only the owner's page holds (market/catalog/drafts.py), so it is sent once. The profile only
+suggests the listing's public metadata (rounded bounds, the categories, the label, how to
+treat spaces and missing cells); the owner chooses in the wizard's form (market/catalog/wizard.py).
 
 Problems are named with example values, quoted so that a leading space is visible: the
 listing refuses values outside the declared schema, and ``" Private"`` is not ``"Private"``.
@@ -47,6 +48,7 @@ class ColumnProfile:
     maximum: float | None = None
     values: list[tuple[str, int]] = field(default_factory=list)  # the commonest, with counts
     categories: list[str] = field(default_factory=list)  # every value, as written
+    counts: dict[str, int] = field(default_factory=dict)  # every value, as written: count
     distinct: int = 0
 
     @property
@@ -137,12 +139,14 @@ def _profile_column(name: str, cells: list[str | None]) -> ColumnProfile:
                 numbers.append(value)
     column.marks = dict(marks)
     column.distinct = len(counts)
+    if numeric and numbers:  # a few distinct numbers may still be published as numeric
+        column.minimum, column.maximum = min(numbers), max(numbers)
     if numeric and numbers and len(counts) > MAX_LABEL_CLASSES:
         column.kind = "numeric"
-        column.minimum, column.maximum = min(numbers), max(numbers)
     else:
         column.values = counts.most_common(MAX_VALUES)
         column.categories = sorted(counts)
+        column.counts = dict(counts)
     return column
 
 

@@ -92,6 +92,37 @@ def check_metadata_limits(data: DatasetCreate, limits: CatalogSettings) -> None:
         )
 
 
+def schema_of(data: DatasetCreate) -> dict[str, Any]:
+    """The stored schema: the columns (with the optional whitespace and missing-value
+    treatment, ``trim_spaces`` and ``missing_values``) or the image spec."""
+    if data.image is not None:
+        return {"image": data.image.model_dump(exclude_none=True)}
+    schema: dict[str, Any] = {
+        "columns": [c.model_dump(exclude_none=True) for c in data.columns or []]
+    }
+    if getattr(data, "trim_spaces", False):
+        schema["trim_spaces"] = True
+    if missing := list(getattr(data, "missing_values", None) or []):
+        schema["missing_values"] = missing
+    return schema
+
+
+def check_draft(data: DatasetCreate, *, currency: str, limits: CatalogSettings) -> dict[str, Any]:
+    """Every check of a draft's metadata that needs no database; returns its schema."""
+    check_metadata_limits(data, limits)
+    if data.price.currency != currency:
+        raise ValidationFailed(
+            f"prices on this marketplace are in {currency}, not {data.price.currency}",
+            details={"field": "price.currency", "expected": currency},
+        )
+    schema = schema_of(data)
+    try:
+        describe({"format": data.format.value, "label": data.label, **schema})
+    except SchemaError as exc:
+        raise ValidationFailed(str(exc), details=exc.details) from exc
+    return schema
+
+
 def create_draft(
     session: Session,
     *,
@@ -99,28 +130,12 @@ def create_draft(
     data: DatasetCreate,
     currency: str,
     limits: CatalogSettings | None = None,
+    dataset_id: str | None = None,
 ) -> Dataset:
-    """A listing draft; ``limits`` (the catalog settings) caps its metadata's size."""
+    """A listing draft; ``limits`` (the catalog settings) caps its metadata's size.
+    ``dataset_id``: the id the wizard's upload was already encrypted for."""
     require_role(owner, Role.OWNER)
-    check_metadata_limits(data, limits or CatalogSettings())
-    if data.price.currency != currency:
-        raise ValidationFailed(
-            f"prices on this marketplace are in {currency}, not {data.price.currency}",
-            details={"field": "price.currency", "expected": currency},
-        )
-    schema: dict[str, Any] = (
-        {"image": data.image.model_dump()}
-        if data.image is not None
-        else {"columns": [c.model_dump(exclude_none=True) for c in data.columns or []]}
-    )
-    if data.trim_spaces:
-        schema["trim_spaces"] = True
-    if data.missing_values:
-        schema["missing_values"] = list(dict.fromkeys(data.missing_values))
-    try:
-        describe({"format": data.format.value, "label": data.label, **schema})
-    except SchemaError as exc:
-        raise ValidationFailed(str(exc), details=exc.details) from exc
+    schema = check_draft(data, currency=currency, limits=limits or CatalogSettings())
     try:
         per_run = to_minor(data.price.per_run, currency)
         per_epsilon = to_minor(data.price.per_epsilon, currency)
@@ -128,7 +143,7 @@ def create_draft(
         raise ValidationFailed(str(exc), details={"field": "price"}) from exc
     dataset = Dataset.model_validate(
         {
-            "id": uuid.uuid4().hex,
+            "id": dataset_id or uuid.uuid4().hex,
             "owner_id": owner.id,
             "title": data.title,
             "description": data.description,

@@ -7,15 +7,23 @@ re-checks that the dataset is still a draft, so two concurrent uploads cannot bo
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
+
+from sqlmodel import Session
 
 from market.accounts.models import User
 from market.audit import log as audit
+from market.catalog import drafts
 from market.catalog import services as catalog
+from market.catalog.drafts import StagedUpload
 from market.catalog.limits import UploadLimits
 from market.catalog.models import Dataset
+from market.catalog.schemas import DatasetCreate
 from market.catalog.validation import validate_upload
+from market.errors import ValidationFailed
 from market.services import Services
+from privacy.preprocessing import describe
 
 
 def upload_dataset_file(
@@ -32,13 +40,7 @@ def upload_dataset_file(
         )
     description = catalog.preprocessing_of(dataset)
     declared = [c["name"] for c in dataset.data_schema.get("columns", [])]
-    settings = market.settings.catalog
-    limits = UploadLimits(
-        delta=dataset.delta,
-        max_in_memory_bytes=settings.max_in_memory_bytes,
-        max_decoded_bytes=settings.max_decoded_bytes,
-        max_cells=settings.max_cells,
-    )
+    limits = upload_limits(market, dataset.delta)
     stored = market.store.receive(
         dataset_id=dataset.id,
         vault=market.vault,
@@ -63,25 +65,97 @@ def upload_dataset_file(
                 rows=stored.rows,
                 ciphertext_bytes=stored.ciphertext_bytes,
             )
-            audit.record(
-                session,
-                market.settings,
-                kind="dataset.listed",
-                subject=listed.id,
-                actor_id=actor.id,
-                data={
-                    "owner_id": listed.owner_id,
-                    "title": listed.title,
-                    "rows": listed.rows,
-                    "epsilon_total": listed.epsilon_total,
-                    "delta": listed.delta,
-                    "max_epsilon_per_run": listed.max_epsilon_per_run,
-                    "key_version": listed.key_version,
-                },
-            )
+            record_listed(session, market, actor=actor, listed=listed)
     except BaseException:
         market.store.delete(stored.storage_name)
         raise
+    return listed
+
+
+def record_listed(session: Session, market: Services, *, actor: User, listed: Dataset) -> None:
+    """The audit entry of a listing (the API's upload and the wizard write the same)."""
+    audit.record(
+        session,
+        market.settings,
+        kind="dataset.listed",
+        subject=listed.id,
+        actor_id=actor.id,
+        data={
+            "owner_id": listed.owner_id,
+            "title": listed.title,
+            "rows": listed.rows,
+            "epsilon_total": listed.epsilon_total,
+            "delta": listed.delta,
+            "max_epsilon_per_run": listed.max_epsilon_per_run,
+            "key_version": listed.key_version,
+        },
+    )
+
+
+def upload_limits(market: Services, delta: float) -> UploadLimits:
+    settings = market.settings.catalog
+    return UploadLimits(
+        delta=delta,
+        max_in_memory_bytes=settings.max_in_memory_bytes,
+        max_decoded_bytes=settings.max_decoded_bytes,
+        max_cells=settings.max_cells,
+    )
+
+
+def list_staged_upload(
+    market: Services,
+    *,
+    actor: User,
+    staged: StagedUpload,
+    data_key: bytes,
+    data: DatasetCreate,
+) -> Dataset:
+    """The wizard's listing step: the upload already encrypted at its first step is decrypted
+    in memory with the owner's key, checked against ``data`` (the chosen description), then
+    listed under the id it was encrypted for. On any refusal nothing is written and the
+    upload stays in the drafts folder, so the owner can correct the description."""
+    currency = market.settings.costing.currency
+    schema = catalog.check_draft(data, currency=currency, limits=market.settings.catalog)
+    if data.format.value != staged.format:
+        raise ValidationFailed(
+            f"the file is {staged.format.upper()}, not {data.format.value.upper()}",
+            details={"field": "format"},
+        )
+    description = describe({"format": data.format.value, "label": data.label, **schema})
+    declared = [c["name"] for c in schema.get("columns", [])]
+    chunks = drafts.plaintext(market, staged, data_key)
+    try:
+        rows = validate_upload(
+            data.format,
+            chunks,
+            description,
+            declared_columns=declared,
+            limits=upload_limits(market, data.privacy.delta),
+        )
+    finally:
+        chunks.close()
+    with drafts.moved_for_listing(market, staged) as storage_name:
+        with market.database.write() as session:
+            catalog.create_draft(
+                session,
+                owner=actor,
+                data=data,
+                currency=currency,
+                limits=market.settings.catalog,
+                dataset_id=staged.id,
+            )
+            session.flush()
+            listed = catalog.list_file(
+                session,
+                actor=actor,
+                dataset_id=staged.id,
+                storage_name=storage_name,
+                wrapped_key=base64.b64decode(staged.wrapped_key),
+                key_version=staged.key_version,
+                rows=rows,
+                ciphertext_bytes=staged.ciphertext_bytes,
+            )
+            record_listed(session, market, actor=actor, listed=listed)
     return listed
 
 

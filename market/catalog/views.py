@@ -8,6 +8,7 @@ checks the form's CSRF token itself before reading the file.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -21,12 +22,12 @@ from wtforms import ValidationError as CsrfInvalid
 from market.accounts.forms import ConfirmForm
 from market.accounts.models import Role, User
 from market.accounts.services import require_role
-from market.catalog import editing, limits, profile
+from market.catalog import drafts, editing, limits, profile, wizard
 from market.catalog import services as catalog
 from market.catalog.editing import ListingEdit
 from market.catalog.schemas import DatasetCreate
 from market.catalog.streams import StreamingForm, discard_rest
-from market.catalog.uploads import delist_dataset, upload_dataset_file
+from market.catalog.uploads import delist_dataset, list_staged_upload, upload_dataset_file
 from market.errors import MarketError, field_errors
 from market.extensions import csrf
 from market.money import from_minor
@@ -121,58 +122,162 @@ def new_dataset_form() -> str:
     )
 
 
+def _again(message: str, status: int) -> tuple[str, int]:
+    """Step 1 again, with the file's problem at the top and on the file field."""
+    page = render_template(
+        "new_dataset.html",
+        metadata=json.dumps(EXAMPLE_METADATA, indent=2),
+        errors=[],
+        page_errors=[("file", message)],
+    )
+    return page, status
+
+
+def _sentence(message: str) -> str:
+    message = message.strip()
+    message = message[:1].upper() + message[1:]
+    return message if message.endswith((".", "!", "?")) else message + "."
+
+
+def _profile_of(staged: drafts.StagedUpload, head: bytes, cap: int) -> profile.FileProfile:
+    """The profile of the upload's first ``cap`` bytes (a CSV cut at its last whole line)."""
+    if staged.plaintext_bytes > cap:
+        if staged.format != "csv":
+            raise drafts.too_large_to_profile(staged, cap)
+        head = head[: head.rfind(b"\n") + 1]
+    return profile.profile_file(staged.format, head)
+
+
+def _wizard_page(
+    form: wizard.WizardForm,
+    staged: drafts.StagedUpload,
+    key: str,
+    found: profile.FileProfile,
+    page_errors: list[tuple[str, str]] | None = None,
+    metadata_text: str | None = None,
+) -> str:
+    return render_template(
+        "new_dataset.html",
+        metadata=metadata_text or json.dumps(wizard.metadata_of(form), indent=2),
+        errors=[],
+        profile=found,
+        filename=staged.filename,
+        form=form,
+        draft=staged,
+        draft_key=key,
+        partial=staged.plaintext_bytes > services().settings.catalog.max_in_memory_bytes,
+        page_errors=page_errors or [],
+        field_errors=dict(page_errors or []),
+    )
+
+
+def _private(page: str, status: int = 200) -> Response:
+    """The wizard's pages carry the owner's profile and key: never cached anywhere."""
+    return Response(
+        page, status=status, mimetype="text/html", headers={"Cache-Control": "private, no-store"}
+    )
+
+
 @bp.post("/datasets/new/inspect")
 @csrf.exempt
 @login_required
 def inspect_file() -> Response | tuple[str, int]:
-    """The wizard's first step: the owner's file is read in memory (never spooled, never
-    stored), profiled, and the profile shown to that owner only with suggested metadata."""
+    """The wizard's first step: the owner's file is encrypted as it arrives (the one upload;
+    market.catalog.drafts) while its first part is profiled in memory; the profile and the
+    form of suggested choices are shown to that owner only, with the file's key."""
     require_role(_user(), Role.OWNER)
     market = services()
     boundary = request.mimetype_params.get("boundary")
     if request.mimetype != "multipart/form-data" or not boundary:
         abort(400, "the inspection form must be sent as multipart/form-data")
-    cap = market.settings.catalog.max_in_memory_bytes
-    form = StreamingForm(request.stream, boundary, max_bytes=cap + (1 << 20))
+    settings = market.settings.catalog
+    form = StreamingForm(request.stream, boundary, max_bytes=settings.max_upload_bytes + (1 << 20))
     try:
         validate_csrf(form.read_fields().get("csrf_token"))
     except CsrfInvalid:
         abort(400, "the form's CSRF token is missing or expired; reload the page")
-
-    def again(message: str, status: int) -> tuple[str, int]:
-        page = render_template(
-            "new_dataset.html",
-            metadata=json.dumps(EXAMPLE_METADATA, indent=2),
-            errors=[],
-            page_errors=[("file", message)],
-        )
-        return page, status
-
+    drafts.reap_drafts(market)
     if not form.filename:
-        return again("Choose the file to inspect.", 422)
-    data = bytearray()
-    for chunk in form.file_chunks():
-        data.extend(chunk)
-        if len(data) > cap:
-            return again(f"The file is larger than the {cap:,} bytes that can be inspected.", 413)
-    name = form.filename.lower()
-    fmt = limits.sniff(bytes(data[:8])) or ("csv" if not name.endswith(".npy") else "npy")
+        return _again("Choose the file to inspect.", 422)
+    cap = settings.max_in_memory_bytes
     try:
-        found = profile.profile_file(fmt, bytes(data))
+        staged, key, head = drafts.stage_upload(
+            market, owner=_user(), filename=form.filename, chunks=form.file_chunks(), keep_bytes=cap
+        )
     except MarketError as exc:
-        return again(exc.message[:1].upper() + exc.message[1:] + ".", exc.status)
+        return _again(_sentence(exc.message), exc.status)
+    name = form.filename.lower()
+    fmt = limits.sniff(head[:8]) or ("npz" if name.endswith(".npz") else "csv")
+    staged = dataclasses.replace(staged, format=fmt)
+    try:
+        found = _profile_of(staged, head, cap)
+        drafts.save_record(market, staged)
+    except BaseException as exc:
+        drafts.discard(market, staged)  # a file that cannot be profiled is not kept
+        if isinstance(exc, MarketError):
+            return _again(_sentence(exc.message), exc.status)
+        raise
     finally:
-        data.clear()  # the plaintext leaves memory with the request; nothing was stored
+        head = b""  # the plaintext leaves memory with the request
     title = form.filename.rsplit("/", 1)[-1].rsplit(".", 1)[0][:200] or "My dataset"
-    suggested = profile.suggested_metadata(found, title=title, label=None)
-    page = render_template(
-        "new_dataset.html",
-        metadata=json.dumps(suggested, indent=2, ensure_ascii=False),
-        errors=[],
-        profile=found,
-        filename=form.filename,
-    )
-    return Response(page, mimetype="text/html", headers={"Cache-Control": "private, no-store"})
+    start = wizard.initial_form(found, title=title, currency=market.settings.costing.currency)
+    return _private(_wizard_page(start, staged, key, found))
+
+
+@bp.post("/datasets/new/list")
+@login_required
+def list_upload() -> Response | tuple[str, int]:
+    """The wizard's last step: no second upload. The file encrypted at step 1 is decrypted
+    in memory with the key the owner's page sends back, checked against the chosen
+    description and listed; any problem is shown on the form (the upload waits)."""
+    require_role(_user(), Role.OWNER)
+    market = services()
+    settings = market.settings.catalog
+    try:
+        staged, data_key = drafts.open_staged(
+            market,
+            owner=_user(),
+            draft_id=request.form.get("draft", ""),
+            key_text=request.form.get("draft_key", ""),
+        )
+        head = drafts.head(market, staged, data_key, max_bytes=settings.max_in_memory_bytes)
+        found = _profile_of(staged, head, settings.max_in_memory_bytes)
+    except MarketError as exc:
+        return _again(_sentence(exc.message), exc.status)
+    finally:
+        head = b""
+    key = request.form.get("draft_key", "")
+    currency = market.settings.costing.currency
+    form = wizard.read_form(found, request.form, currency=currency)
+    use = request.form.get("use", "form")
+    metadata_text = request.form.get("metadata") if use == "json" else None
+    if use == "refresh":
+        return _private(_wizard_page(form, staged, key, found))
+    if use == "json":
+        try:
+            data: DatasetCreate | None = DatasetCreate.model_validate_json(metadata_text or "{}")
+            errors: list[tuple[str, str]] = []
+        except ValidationError as exc:
+            data = None
+            errors = [("metadata", f"{e['field']}: {e['message']}") for e in field_errors(exc)]
+    else:
+        data, errors = wizard.validate(form)
+    if data is not None:
+        try:
+            dataset = list_staged_upload(
+                market, actor=_user(), staged=staged, data_key=data_key, data=data
+            )
+        except MarketError as exc:
+            if exc.status in (403, 404):
+                raise
+            target = "metadata" if use == "json" else wizard.problem_field(form, exc.details)
+            errors = [(target, _sentence(exc.message))]
+        else:
+            del data_key  # forgotten: the listing is readable by the workers only
+            flash(f"Listed “{dataset.title}” with {dataset.rows:,} rows.", "info")
+            return redirect(url_for("catalog.dataset_page", dataset_id=dataset.id), code=303)
+    page = _wizard_page(form, staged, key, found, errors, metadata_text)
+    return _private(page, 422)
 
 
 @bp.post("/datasets/new")

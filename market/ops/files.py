@@ -88,7 +88,8 @@ def secure_instance(settings: Settings) -> list[Path]:
 def sweep_orphans(market: Any, *, older_than_s: float) -> list[str]:
     """Remove ciphertext no committed listing refers to and nobody has written for
     ``older_than_s`` seconds: the ``.partial`` of an upload cut off by a crash, or a whole
-    file whose listing never committed. Returns the removed names."""
+    file whose listing never committed. Returns the removed names. Wizard uploads left in
+    ``drafts/`` go too, after ``market.catalog.drafts.DRAFT_TTL_S``."""
     from market.catalog.services import referenced_files
 
     with market.database.read() as session:
@@ -96,4 +97,8 @@ def sweep_orphans(market: Any, *, older_than_s: float) -> list[str]:
     removed: list[str] = market.store.sweep_orphans(keep, older_than_s=older_than_s)
     for name in removed:
         log.warning("removed orphaned ciphertext %s", name)
+    from market.catalog.drafts import reap_drafts
+
+    for name in reap_drafts(market):  # wizard uploads abandoned for DRAFT_TTL_S
+        log.info("removed an abandoned wizard upload %s", name)
     return removed

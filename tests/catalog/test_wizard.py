@@ -8,9 +8,12 @@ import json
 import random
 import re
 from html import unescape
+from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 from sqlmodel import func, select
+from werkzeug.datastructures import MultiDict
 
 from market.accounts.models import Role
 from market.catalog.models import Dataset
@@ -46,8 +49,83 @@ def _count(app) -> int:
         return int(session.exec(select(func.count()).select_from(Dataset)).one())
 
 
+class _Form(HTMLParser):
+    """What a browser would send for the form with ``data-testid=<testid>`` as shown."""
+
+    def __init__(self, testid: str) -> None:
+        super().__init__()
+        self.testid = testid
+        self.inside = False
+        self.fields: list[tuple[str, str]] = []
+        self._select: str | None = None
+        self._options: list[tuple[str, bool, bool]] = []
+        self._textarea: str | None = None
+        self._text = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form":
+            self.inside = a.get("data-testid") == self.testid
+        if not self.inside:
+            return
+        name = a.get("name", "")
+        if tag == "input" and name and a.get("type") not in ("submit", "file"):
+            if a.get("type") in ("checkbox", "radio"):
+                if "checked" in a:
+                    self.fields.append((name, a.get("value", "on") or "on"))
+            else:
+                self.fields.append((name, a.get("value", "")))
+        elif tag == "select":
+            self._select, self._options = name, []
+        elif tag == "option" and self._select is not None:
+            self._options.append((a.get("value", ""), "selected" in a, "disabled" in a))
+        elif tag == "textarea":
+            self._textarea, self._text = name, ""
+
+    def handle_data(self, data: str) -> None:
+        if self._textarea is not None:
+            self._text += data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self.inside = False
+        elif tag == "select" and self._select is not None:
+            chosen = [v for v, sel, _ in self._options if sel] or [
+                v for v, _, off in self._options if not off
+            ]
+            if chosen:
+                self.fields.append((self._select, chosen[0]))
+            self._select = None
+        elif tag == "textarea" and self._textarea is not None:
+            self.fields.append((self._textarea, unescape(self._text.removeprefix("\n"))))
+            self._textarea = None
+
+
+def wizard_fields(html: str) -> MultiDict:
+    """The wizard form's fields as the page suggests them (what "Check and list" sends)."""
+    parser = _Form("wizard-form")
+    parser.feed(html)
+    assert parser.fields, "no wizard form on the page"
+    return MultiDict(parser.fields)
+
+
+def list_step(client, fields: MultiDict, use: str = "form"):
+    data = MultiDict(fields)
+    data["use"] = use
+    return client.post("/datasets/new/list", data=data)
+
+
+def staged_files(app) -> list[Path]:
+    folder = app.extensions["market"].settings.storage_dir / "drafts"
+    return sorted(folder.iterdir()) if folder.exists() else []
+
+
+def listed_files(app) -> list[Path]:
+    return [p for p in storage_files(app) if p.is_file()]
+
+
 @SQLITE
-def test_the_owner_sees_what_the_file_holds_and_lists_it_as_suggested(
+def test_the_owner_sends_the_file_once_and_lists_it_with_the_suggested_choices(
     app, client, make_user
 ) -> None:
     owner = make_user(Role.OWNER)
@@ -63,28 +141,104 @@ def test_the_owner_sees_what_the_file_holds_and_lists_it_as_suggested(
     assert "“ Private”" in profile  # the leading space is visible
     assert "start or end with a space" in profile
     assert re.search(r"\d+ cells hold “\?”", profile)
-    assert "(suggested public bounds 10 … 90)" in profile  # age 17..90 rounded outwards
-    # Nothing was stored: no dataset row, no ciphertext.
-    assert _count(app) == 0 and storage_files(app) == []
+    # The file is kept, encrypted, for the listing step: no row yet, no listed file.
+    assert _count(app) == 0 and listed_files(app) == []
+    kept = staged_files(app)
+    assert len(kept) == 2 and all(body not in p.read_bytes() for p in kept)
 
-    suggested = json.loads(
-        re.search(r'<textarea id="metadata"[^>]*>(.*?)</textarea>', html, re.S)[1]
-    )
-    assert suggested["label"] == "income"
-    workclass = next(c for c in suggested["columns"] if c["name"] == "workclass")
-    assert set(workclass["categories"]) == {" Private", " Self-emp", " State-gov", " ?"}
-    age = next(c for c in suggested["columns"] if c["name"] == "age")
-    assert age == {"name": "age", "type": "numeric", "min": 10, "max": 90}
+    fields = wizard_fields(html)
+    assert fields["trim_spaces"] == "on"  # padded values were found
+    assert fields.getlist("missing_marks") == ["?"]
+    assert fields["label"] == "income"
+    assert (fields["c0-type"], fields["c0-min"], fields["c0-max"]) == ("numeric", "10", "90")
+    work = 1  # workclass: "?" becomes the category "missing", trimmed categories kept
+    assert set(fields.getlist(f"c{work}-keep")) == {"Private", "Self-emp", "State-gov"}
+    assert fields[f"c{work}-missing"] == "category"
+    described = json.loads(fields["metadata"])
+    assert described["trim_spaces"] is True and described["missing_values"] == ["?"]
+    workclass = next(c for c in described["columns"] if c["name"] == "workclass")
+    assert workclass["fill"] == "missing" and "missing" in workclass["categories"]
 
-    # Step 2: the suggested description lists the file as it is, encrypted.
-    token = csrf_token_from(client, "/datasets/new")
-    data, content_type = multipart_body(
-        {"csrf_token": token, "metadata": json.dumps(suggested)}, ("file", "adult.csv", body)
-    )
-    listed = client.post("/datasets/new", data=data, content_type=content_type)
-    assert listed.status_code == 302, unescape(listed.get_data(as_text=True))[-2000:]
-    assert _count(app) == 1 and len(storage_files(app)) == 1
-    assert body not in storage_files(app)[0].read_bytes()  # ciphertext only
+    fields["title"] = "Adult census"
+    fields["tags"] = "census, income"
+    listed = list_step(client, fields)
+    assert listed.status_code == 303, unescape(listed.get_data(as_text=True))[-3000:]
+    dataset_id = listed.headers["Location"].rsplit("/", 1)[1]
+    assert staged_files(app) == [] and len(listed_files(app)) == 1
+    assert body not in listed_files(app)[0].read_bytes()  # ciphertext only
+    with app.extensions["market"].database.read() as session:
+        row = session.get(Dataset, dataset_id)
+        assert row is not None and row.rows == 300 and row.status.value == "listed"
+        assert row.data_schema["trim_spaces"] is True
+        assert row.data_schema["missing_values"] == ["?"]
+        assert row.wrapped_key and row.storage_name == listed_files(app)[0].name
+    page = unescape(client.get(f"/datasets/{dataset_id}").get_data(as_text=True))
+    assert "Adult census" in page
+
+
+@SQLITE
+def test_form_errors_are_worded_for_people_and_the_upload_waits(app, client, make_user) -> None:
+    owner = make_user(Role.OWNER)
+    login(client, owner.email, TEST_PASSWORD)
+    html = unescape(_inspect(client, adult_like()).get_data(as_text=True))
+    fields = wizard_fields(html)
+    fields["c0-min"] = "30"  # ages 17..29 fall below the public bound
+    fields["epsilon_total"] = "-1"
+    refused = list_step(client, fields)
+    assert refused.status_code == 422
+    page = unescape(refused.get_data(as_text=True))
+    summary = page[page.index('data-testid="error-summary"') :].split("</div>")[0]
+    assert "Total privacy budget (epsilon)" in summary
+    assert 'id="epsilon_total-error"' in page and 'aria-invalid="true"' in page
+    assert _count(app) == 0 and len(staged_files(app)) == 2  # nothing listed; the file waits
+
+    fields = wizard_fields(page)  # the form comes back with the owner's choices
+    assert fields["c0-min"] == "30" and fields["title"] == "adult"
+    fields["epsilon_total"] = "10"
+    refused = list_step(client, fields)
+    assert refused.status_code == 422
+    page = unescape(refused.get_data(as_text=True))
+    assert "age" in page[page.index('data-testid="error-summary"') :].split("</div>")[0]
+    assert _count(app) == 0 and listed_files(app) == []
+
+    fields = wizard_fields(page)
+    fields["c0-min"] = "10"
+    listed = list_step(client, fields)
+    assert listed.status_code == 303, unescape(listed.get_data(as_text=True))[-3000:]
+    assert _count(app) == 1 and staged_files(app) == []
+
+
+@SQLITE
+def test_refusing_missing_cells_and_keeping_spaces_are_choices_too(app, client, make_user) -> None:
+    owner = make_user(Role.OWNER)
+    login(client, owner.email, TEST_PASSWORD)
+    html = unescape(_inspect(client, adult_like()).get_data(as_text=True))
+    fields = wizard_fields(html)
+    fields["c1-missing"] = "refuse"  # workclass has "?" cells: refused, and said so
+    refused = list_step(client, fields)
+    assert refused.status_code == 422
+    summary = unescape(refused.get_data(as_text=True))
+    assert "workclass" in summary[summary.index('data-testid="error-summary"') :][:2000]
+
+    # Without trimming, the categories are declared as written (" Private") and " ?" is the
+    # missing mark as written; filling workclass with a category lists the file.
+    fields = wizard_fields(unescape(refused.get_data(as_text=True)))
+    del fields["trim_spaces"]
+    fields["use"] = "refresh"
+    again = client.post("/datasets/new/list", data=fields)
+    assert again.status_code == 200
+    fields = wizard_fields(unescape(again.get_data(as_text=True)))
+    assert " Private" in fields.getlist("c1-keep")
+    fields["c1-missing"] = "fill"
+    fields["c1-fill"] = " Private"
+    listed = list_step(client, fields)
+    assert listed.status_code == 303, unescape(listed.get_data(as_text=True))[-3000:]
+    with app.extensions["market"].database.read() as session:
+        row = session.exec(select(Dataset)).one()
+    assert "trim_spaces" not in row.data_schema
+    assert " ?" in row.data_schema["missing_values"]
+    workclass = next(c for c in row.data_schema["columns"] if c["name"] == "workclass")
+    assert workclass["fill"] == " Private"
 
 
 @SQLITE
@@ -196,4 +350,15 @@ def test_an_npz_is_profiled_from_its_headers_and_its_arrays_name_the_keys(
     assert found
     image = json.loads(found[1])["image"]
     assert (image["features_key"], image["labels_key"], image["shape"]) == ("x", "y", [8, 8])
-    assert _count(app) == 0 and storage_files(app) == []
+    assert _count(app) == 0 and listed_files(app) == []
+    fields = wizard_fields(html)
+    assert (fields["features_key"], fields["labels_key"]) == ("x", "y")
+    fields["class_names"] = "zero"
+    refused = list_step(client, fields)
+    assert refused.status_code == 422
+    assert 'id="class_names-error"' in refused.get_data(as_text=True)
+    fields["class_names"] = ", ".join(str(i) for i in range(10))
+    fields["pixel_max"] = "16"
+    listed = list_step(client, fields)
+    assert listed.status_code == 303, unescape(listed.get_data(as_text=True))[-3000:]
+    assert _count(app) == 1 and len(listed_files(app)) == 1 and staged_files(app) == []

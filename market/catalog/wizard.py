@@ -1,0 +1,445 @@
+"""The listing wizard's second step as a form: one row per column, then the terms of sale.
+
+The owner never writes JSON. This module turns a file's profile (``market.catalog.profile``)
+into the form's starting choices (suggestions rounded outwards, spaces trimmed when the file
+has padded values, "?" and the like read as missing when found), reads the choices the
+owner sends back, and builds docs/api.md's metadata from them. Errors come back keyed by
+the form field they concern, worded for people, so the page can show them at the top and on
+the field.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+from werkzeug.datastructures import MultiDict
+
+from market.catalog.profile import MISSING_MARKS, ColumnProfile, FileProfile, nice_ceil
+from market.catalog.schemas import DatasetCreate
+from market.errors import field_errors
+
+MISSING_CHOICES = ("category", "fill", "refuse")
+MISSING_CATEGORY_NAMES = ("missing", "(missing)", "unknown")
+#: Categories offered as checkboxes per column; a column with more is better numeric or left out.
+MAX_OFFERED = 200
+FIELD_LABELS = {
+    "title": "Title",
+    "description": "Description",
+    "licence": "Licence",
+    "tags": "Tags",
+    "label": "Label column",
+    "privacy.epsilon_total": "Total privacy budget (epsilon)",
+    "privacy.delta": "Delta",
+    "privacy.max_epsilon_per_run": "Largest epsilon of one run",
+    "price.per_run": "Price per run",
+    "price.per_epsilon": "Price per unit of epsilon",
+    "price.currency": "Currency",
+}
+FIELD_IDS = {
+    "privacy.epsilon_total": "epsilon_total",
+    "privacy.delta": "delta",
+    "privacy.max_epsilon_per_run": "max_epsilon_per_run",
+    "privacy": "max_epsilon_per_run",
+    "price.per_run": "per_run",
+    "price.per_epsilon": "per_epsilon",
+    "price": "per_run",
+    "image.features_key": "features_key",
+    "image.labels_key": "labels_key",
+    "image.class_names": "class_names",
+    "image.shape": "features_key",
+    "image.pixel_range": "pixel_max",
+}
+
+
+@dataclass
+class Category:
+    value: str
+    count: int
+    keep: bool = True
+
+
+@dataclass
+class ColumnChoice:
+    """One row of the form: what the file holds (owner only) and what is published."""
+
+    index: int
+    profile: ColumnProfile
+    publish: bool = True
+    type: str = "categorical"
+    min: str = ""
+    max: str = ""
+    scale: str = "linear"
+    categories: list[Category] = field(default_factory=list)
+    hidden_categories: int = 0
+    missing: int = 0  # cells read as missing under the chosen trim and marks
+    missing_mark: str = ""  # the category missing cells become ("category" choice)
+    on_missing: str = "refuse"
+    fill: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"c{self.index}"
+
+    @property
+    def name(self) -> str:
+        return self.profile.name
+
+    @property
+    def numeric_possible(self) -> bool:
+        return self.profile.minimum is not None
+
+
+@dataclass
+class WizardForm:
+    """Every choice of the form, as shown (strings, so a wrong entry is shown back)."""
+
+    format: str
+    rows: int
+    title: str = ""
+    description: str = ""
+    licence: str = "CC-BY-4.0"
+    tags: str = ""
+    label: str = ""
+    trim_spaces: bool = False
+    padded: int = 0
+    marks: list[tuple[str, int, bool]] = field(default_factory=list)
+    other_marks: str = ""
+    columns: list[ColumnChoice] = field(default_factory=list)
+    epsilon_total: str = "10"
+    delta: str = "1e-06"
+    max_epsilon_per_run: str = "2"
+    per_run: str = "5.00"
+    per_epsilon: str = "2.00"
+    currency: str = "EUR"
+    arrays: list[tuple[str, list[int], str]] = field(default_factory=list)
+    features_key: str = ""
+    labels_key: str = ""
+    pixel_min: str = "0"
+    pixel_max: str = "1"
+    class_names: str = ""
+
+    @property
+    def label_options(self) -> list[str]:
+        return [c.name for c in self.columns if c.type == "categorical" and c.publish]
+
+    @property
+    def chosen_marks(self) -> list[str]:
+        marks = [m for m, _, chosen in self.marks if chosen]
+        marks += [m.strip() for m in self.other_marks.split(",") if m.strip()]
+        return list(dict.fromkeys(marks))
+
+
+def _fmt(value: float) -> str:
+    return f"{value:g}"
+
+
+def _file_marks(profile: FileProfile) -> Counter[str]:
+    found: Counter[str] = Counter()
+    for column in profile.columns:
+        found.update(column.marks)
+    return found
+
+
+def _groups(column: ColumnProfile, *, trim: bool, marks: set[str]) -> tuple[Counter[str], int]:
+    """The column's categories under the chosen trim and marks, and its missing cells."""
+    groups: Counter[str] = Counter()
+    missing = column.empty
+    for raw, count in column.counts.items():
+        if raw.strip() in marks:
+            missing += count
+            continue
+        groups[raw.strip() if trim else raw] += count
+    if column.kind == "numeric":
+        missing += sum(n for m, n in column.marks.items() if m in marks)
+    return groups, missing
+
+
+def _missing_category(groups: Counter[str]) -> str:
+    """The category a missing cell becomes when the owner keeps missing cells as their own
+    class (a mark itself cannot be a category: it is read as missing)."""
+    for name in MISSING_CATEGORY_NAMES:
+        if name not in groups:
+            return name
+    return f"missing ({len(groups)})"
+
+
+def _fill_columns(form: WizardForm, kept: dict[int, set[str] | None]) -> None:
+    """(Re)compute each row's categories and missing cells from the trim and mark choices;
+    ``kept``: per column, the categories the owner ticked (None: all, as suggested)."""
+    marks = set(form.chosen_marks)
+    for choice in form.columns:
+        groups, missing = _groups(choice.profile, trim=form.trim_spaces, marks=marks)
+        ticked = kept.get(choice.index)
+        stripped = {k.strip() for k in ticked} if ticked is not None else None
+        ordered = sorted(groups.items(), key=lambda kv: (-kv[1], kv[0]))
+        choice.categories = [
+            Category(value, count, stripped is None or value.strip() in stripped)
+            for value, count in ordered[:MAX_OFFERED]
+        ]
+        choice.hidden_categories = max(0, len(ordered) - MAX_OFFERED)
+        choice.missing = missing
+        choice.missing_mark = _missing_category(groups)
+
+
+def initial_form(profile: FileProfile, *, title: str, currency: str) -> WizardForm:
+    """The suggestions: every column published as detected, bounds rounded outwards, spaces
+    trimmed if any value is padded, common missing marks read as missing and kept as their
+    own category (categorical) or filled with the lower bound (numeric)."""
+    form = WizardForm(format=profile.format, rows=profile.rows, title=title, currency=currency)
+    if profile.format == "npz":
+        form.arrays = profile.arrays
+        images = [a for a in profile.arrays if len(a[1]) >= 3]
+        labels = [a for a in profile.arrays if len(a[1]) == 1]
+        form.features_key = images[0][0] if images else ""
+        form.labels_key = labels[0][0] if labels else ""
+        form.pixel_max = "255" if images and images[0][2].startswith("uint") else "1"
+        return form
+    form.padded = sum(c.padded for c in profile.columns)
+    form.trim_spaces = form.padded > 0
+    form.marks = [(m, n, True) for m, n in _file_marks(profile).most_common()]
+    for i, column in enumerate(profile.columns):
+        choice = ColumnChoice(index=i, profile=column, type=column.kind)
+        if column.kind == "numeric" and (bounds := column.suggested_bounds()):
+            low, high = bounds
+            if high <= low:
+                high = nice_ceil(low + 1)
+            choice.min, choice.max = _fmt(low), _fmt(high)
+        form.columns.append(choice)
+    _fill_columns(form, {})
+    for choice in form.columns:
+        if choice.type == "numeric":
+            choice.on_missing = "fill" if choice.missing else "refuse"
+            choice.fill = choice.min
+        else:
+            choice.on_missing = "category" if choice.missing else "refuse"
+            choice.fill = choice.categories[0].value if choice.categories else ""
+    candidates = profile.label_candidates
+    form.label = candidates[-1] if candidates else ""
+    return form
+
+
+def read_form(profile: FileProfile, data: MultiDict[str, str], *, currency: str) -> WizardForm:
+    """The owner's choices as sent (the profile gives the columns; names are never taken
+    from the form)."""
+    text = {
+        name: str(data.get(name, "") or "")[:5000]
+        for name in (
+            "title",
+            "description",
+            "licence",
+            "tags",
+            "label",
+            "other_marks",
+            "epsilon_total",
+            "delta",
+            "max_epsilon_per_run",
+            "per_run",
+            "per_epsilon",
+            "features_key",
+            "labels_key",
+            "pixel_min",
+            "pixel_max",
+            "class_names",
+        )
+    }
+    form = WizardForm(format=profile.format, rows=profile.rows, currency=currency)
+    for name, value in text.items():
+        setattr(form, name, value)
+    if profile.format == "npz":
+        form.arrays = profile.arrays
+        return form
+    form.padded = sum(c.padded for c in profile.columns)
+    form.trim_spaces = data.get("trim_spaces") == "on"
+    chosen = set(data.getlist("missing_marks"))
+    form.marks = [(m, n, m in chosen) for m, n in _file_marks(profile).most_common()]
+    kept: dict[int, set[str] | None] = {}
+    for i, column in enumerate(profile.columns):
+        key = f"c{i}"
+        kind = data.get(f"{key}-type", column.kind)
+        choice = ColumnChoice(
+            index=i,
+            profile=column,
+            publish=data.get(f"{key}-publish") == "on",
+            type=kind if kind in ("numeric", "categorical") else column.kind,
+            min=str(data.get(f"{key}-min", "") or "")[:40],
+            max=str(data.get(f"{key}-max", "") or "")[:40],
+            scale="log" if data.get(f"{key}-scale") == "log" else "linear",
+            on_missing=str(data.get(f"{key}-missing", "refuse")),
+            fill=str(data.get(f"{key}-fill", "") or "")[:200],
+        )
+        if choice.on_missing not in MISSING_CHOICES:
+            choice.on_missing = "refuse"
+        kept[i] = set(data.getlist(f"{key}-keep"))
+        form.columns.append(choice)
+    _fill_columns(form, kept)
+    return form
+
+
+def _number(text: str) -> float | str:
+    try:
+        return float(text.strip())
+    except ValueError:
+        return text  # the schema says why it is not a number
+
+
+def metadata_of(form: WizardForm) -> dict[str, Any]:
+    """docs/api.md's metadata from the form's choices."""
+    meta: dict[str, Any] = {
+        "title": form.title.strip(),
+        "description": form.description.strip(),
+        "licence": form.licence.strip(),
+        "tags": [t.strip().lower() for t in form.tags.split(",") if t.strip()],
+        "format": form.format,
+        "privacy": {
+            "epsilon_total": _number(form.epsilon_total),
+            "delta": _number(form.delta),
+            "max_epsilon_per_run": _number(form.max_epsilon_per_run),
+        },
+        "price": {
+            "per_run": form.per_run.strip(),
+            "per_epsilon": form.per_epsilon.strip(),
+            "currency": form.currency,
+        },
+    }
+    if form.format == "npz":
+        shape = next((s for k, s, _ in form.arrays if k == form.features_key), [])
+        meta["image"] = {
+            "features_key": form.features_key,
+            "labels_key": form.labels_key,
+            "shape": list(shape[1:]),
+            "pixel_range": {"min": _number(form.pixel_min), "max": _number(form.pixel_max)},
+            "class_names": [
+                n.strip() for n in form.class_names.replace("\n", ",").split(",") if n.strip()
+            ],
+        }
+        return meta
+    meta["label"] = (form.label.strip() if form.trim_spaces else form.label) or None
+    if form.trim_spaces:
+        meta["trim_spaces"] = True
+    marks = form.chosen_marks
+    if marks:
+        written = set(marks)
+        if not form.trim_spaces:  # without trimming, a mark counts only as written
+            for column in form.columns:
+                written |= {r for r in column.profile.counts if r.strip() in marks}
+        meta["missing_values"] = sorted(written)
+    columns = []
+    for choice in form.columns:
+        if not choice.publish:
+            continue
+        name = choice.name.strip() if form.trim_spaces else choice.name
+        spec: dict[str, Any] = {"name": name, "type": choice.type}
+        if choice.type == "numeric":
+            spec.update(min=_number(choice.min), max=_number(choice.max))
+            if choice.scale == "log":
+                spec["scale"] = "log"
+        else:
+            spec["categories"] = [c.value for c in choice.categories if c.keep]
+        if choice.missing:
+            if choice.on_missing == "category" and choice.type == "categorical":
+                if choice.missing_mark not in spec["categories"]:
+                    spec["categories"].append(choice.missing_mark)
+                spec["fill"] = choice.missing_mark
+            elif choice.on_missing == "fill" and choice.name != form.label:
+                spec["fill"] = _number(choice.fill) if choice.type == "numeric" else choice.fill
+        columns.append(spec)
+    meta["columns"] = columns
+    return meta
+
+
+def _column_field(form: WizardForm, loc: list[str]) -> tuple[str, str]:
+    """The form field and the people's name of ``columns.<j>.<part>``."""
+    published = [c for c in form.columns if c.publish]
+    try:
+        choice = published[int(loc[1])]
+    except (IndexError, ValueError):
+        return "columns", "Columns"
+    part = loc[2] if len(loc) > 2 else ""
+    where = {
+        "min": ("min", "lower bound"),
+        "max": ("max", "upper bound"),
+        "categories": ("categories", "categories"),
+        "fill": ("fill", "value for missing cells"),
+        "scale": ("scale", "scale"),
+    }.get(part, ("publish", "description"))
+    return f"{choice.id}-{where[0]}", f"Column “{choice.name}”, {where[1]}"
+
+
+def form_errors(form: WizardForm, exc: ValidationError) -> list[tuple[str, str]]:
+    """Pydantic's errors as (field id, sentence) pairs for the page."""
+    out = []
+    for error in field_errors(exc):
+        loc = error["field"].split(".")
+        message = error["message"]
+        message = message[:1].upper() + message[1:]
+        if loc[0] == "columns" and len(loc) > 1:
+            target, name = _column_field(form, loc)
+        elif loc[0] == "image":
+            target = FIELD_IDS.get(".".join(loc[:2]), "features_key")
+            name = "Images"
+        else:
+            key = ".".join(loc[:2])
+            target = FIELD_IDS.get(key, loc[0] if loc[0] != "body" else "")
+            name = FIELD_LABELS.get(key, FIELD_LABELS.get(loc[0], ""))
+        if message.startswith("Value error, "):
+            message = message.removeprefix("Value error, ")
+            message = message[:1].upper() + message[1:]
+        out.append((target, f"{name}: {message}" if name else message))
+    return out
+
+
+def problem_field(form: WizardForm, details: dict[str, Any]) -> str:
+    """The field a service error points at (a column named in its details, else its field)."""
+    names = {c.name: c.id for c in form.columns}
+    for name in (details.get("columns") or {}) if isinstance(details.get("columns"), dict) else {}:
+        if name in names:
+            return f"{names[name]}-publish"
+    found = str(details.get("field") or details.get("column") or "")
+    if found in names:
+        return f"{names[found]}-publish"
+    if found.startswith("columns."):
+        try:
+            return _column_field(form, found.split("."))[0]
+        except (IndexError, ValueError):
+            return "columns"
+    return FIELD_IDS.get(found, found.split(".")[0] or "file")
+
+
+def validate(form: WizardForm) -> tuple[DatasetCreate | None, list[tuple[str, str]]]:
+    """The metadata the form describes, or the errors to show."""
+    errors: list[tuple[str, str]] = []
+    if form.format != "npz":
+        for choice in form.columns:
+            if choice.publish and choice.name == form.label and choice.missing:
+                errors.append(
+                    (
+                        f"{choice.id}-missing",
+                        f"Column “{choice.name}” is the label and has {choice.missing:,} "
+                        "missing cells: a model cannot learn from a row without its label. "
+                        "Remove those rows from the file, or untick their mark above so that "
+                        "it is a class of its own.",
+                    )
+                )
+        if not any(c.publish for c in form.columns):
+            errors.append(("c0-publish", "Publish at least one column besides the label."))
+    if errors:
+        return None, errors
+    try:
+        return DatasetCreate.model_validate(metadata_of(form)), []
+    except ValidationError as exc:
+        return None, form_errors(form, exc)
+
+
+__all__ = [
+    "MISSING_MARKS",
+    "WizardForm",
+    "form_errors",
+    "initial_form",
+    "metadata_of",
+    "problem_field",
+    "read_form",
+    "validate",
+]
