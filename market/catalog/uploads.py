@@ -14,7 +14,7 @@ from sqlmodel import Session
 
 from market.accounts.models import User
 from market.audit import log as audit
-from market.catalog import drafts
+from market.catalog import drafts, projection
 from market.catalog import services as catalog
 from market.catalog.drafts import StagedUpload
 from market.catalog.limits import UploadLimits
@@ -23,7 +23,7 @@ from market.catalog.schemas import DatasetCreate
 from market.catalog.validation import validate_upload
 from market.errors import ValidationFailed
 from market.services import Services
-from privacy.preprocessing import describe
+from privacy.preprocessing import Description, describe
 
 
 def upload_dataset_file(
@@ -109,11 +109,13 @@ def list_staged_upload(
     staged: StagedUpload,
     data_key: bytes,
     data: DatasetCreate,
+    keep: list[str] | None = None,
 ) -> Dataset:
     """The wizard's listing step: the upload already encrypted at its first step is decrypted
     in memory with the owner's key, checked against ``data`` (the chosen description), then
     listed under the id it was encrypted for. On any refusal nothing is written and the
-    upload stays in the drafts folder, so the owner can correct the description."""
+    upload stays in the drafts folder, so the owner can correct the description. ``keep``:
+    the file's columns (as written) to store when the owner left some out."""
     currency = market.settings.costing.currency
     schema = catalog.check_draft(data, currency=currency, limits=market.settings.catalog)
     if data.format.value != staged.format:
@@ -123,6 +125,8 @@ def list_staged_upload(
         )
     description = describe({"format": data.format.value, "label": data.label, **schema})
     declared = [c["name"] for c in schema.get("columns", [])]
+    if keep is not None and data.format.value in ("csv", "parquet"):
+        return _list_projected(market, actor, staged, data_key, data, description, keep)
     chunks = drafts.plaintext(market, staged, data_key)
     try:
         rows = validate_upload(
@@ -156,6 +160,64 @@ def list_staged_upload(
                 ciphertext_bytes=staged.ciphertext_bytes,
             )
             record_listed(session, market, actor=actor, listed=listed)
+    return listed
+
+
+def _list_projected(
+    market: Services,
+    actor: User,
+    staged: StagedUpload,
+    data_key: bytes,
+    data: DatasetCreate,
+    description: Description,
+    keep: list[str],
+) -> Dataset:
+    """List a copy of the upload with only ``keep``'s columns, streamed from the decrypted
+    upload into a new ciphertext (fresh data key) while the validator reads it."""
+    project = projection.project_csv if staged.format == "csv" else projection.project_parquet
+    names = [c["name"] for c in (data.model_dump()["columns"] or [])]
+    chunks = drafts.plaintext(market, staged, data_key)
+    try:
+        stored = market.store.receive(
+            dataset_id=staged.id,
+            vault=market.vault,
+            chunks=project(chunks, keep),
+            validate=lambda plaintext: validate_upload(
+                data.format,
+                plaintext,
+                description,
+                declared_columns=names,
+                limits=upload_limits(market, data.privacy.delta),
+            ),
+        )
+    finally:
+        chunks.close()
+    try:
+        with market.database.write() as session:
+            catalog.create_draft(
+                session,
+                owner=actor,
+                data=data,
+                currency=market.settings.costing.currency,
+                limits=market.settings.catalog,
+                dataset_id=staged.id,
+            )
+            session.flush()
+            listed = catalog.list_file(
+                session,
+                actor=actor,
+                dataset_id=staged.id,
+                storage_name=stored.storage_name,
+                wrapped_key=stored.wrapped_key.to_bytes(),
+                key_version=stored.wrapped_key.version,
+                rows=stored.rows,
+                ciphertext_bytes=stored.ciphertext_bytes,
+            )
+            record_listed(session, market, actor=actor, listed=listed)
+    except BaseException:
+        market.store.delete(stored.storage_name)
+        raise
+    drafts.discard(market, staged)
     return listed
 
 

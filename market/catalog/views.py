@@ -264,8 +264,9 @@ def list_upload() -> Response | tuple[str, int]:
         data, errors = wizard.validate(form)
     if data is not None:
         try:
+            keep = wizard.kept_columns(form) if use != "json" else None
             dataset = list_staged_upload(
-                market, actor=_user(), staged=staged, data_key=data_key, data=data
+                market, actor=_user(), staged=staged, data_key=data_key, data=data, keep=keep
             )
         except MarketError as exc:
             if exc.status in (403, 404):

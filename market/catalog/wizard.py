@@ -350,6 +350,13 @@ def metadata_of(form: WizardForm) -> dict[str, Any]:
     return meta
 
 
+def kept_columns(form: WizardForm) -> list[str] | None:
+    """The file's columns (as written) to store, or None when every one is published."""
+    if form.format == "npz" or all(c.publish for c in form.columns):
+        return None
+    return [c.name for c in form.columns if c.publish]
+
+
 def _column_field(form: WizardForm, loc: list[str]) -> tuple[str, str]:
     """The form field and the people's name of ``columns.<j>.<part>``."""
     published = [c for c in form.columns if c.publish]

@@ -362,3 +362,41 @@ def test_an_npz_is_profiled_from_its_headers_and_its_arrays_name_the_keys(
     listed = list_step(client, fields)
     assert listed.status_code == 303, unescape(listed.get_data(as_text=True))[-3000:]
     assert _count(app) == 1 and len(listed_files(app)) == 1 and staged_files(app) == []
+
+
+@SQLITE
+def test_a_column_left_out_is_not_described_and_not_stored(app, client, make_user) -> None:
+    from market.catalog import drafts
+
+    owner = make_user(Role.OWNER)
+    login(client, owner.email, TEST_PASSWORD)
+    html = unescape(_inspect(client, adult_like()).get_data(as_text=True))
+    fields = wizard_fields(html)
+    del fields["c2-publish"]  # education stays private
+    listed = list_step(client, fields)
+    assert listed.status_code == 303, unescape(listed.get_data(as_text=True))[-3000:]
+    market = app.extensions["market"]
+    with market.database.read() as session:
+        row = session.exec(select(Dataset)).one()
+    assert [c["name"] for c in row.data_schema["columns"]] == [
+        "age",
+        "workclass",
+        "hours_per_week",
+        "income",
+    ]
+    assert staged_files(app) == [] and len(listed_files(app)) == 1
+    # The stored file holds four columns: read it as the worker would (private key).
+    from privacy.vault import Keyring, Vault, WrappedKey
+
+    keyring = Keyring.load(market.settings.key_dir, private=True)
+    plaintext = Vault(keyring).decrypt_bytes(
+        listed_files(app)[0],
+        dataset_id=row.id,
+        wrapped=WrappedKey.from_bytes(row.wrapped_key),
+    )
+    header = plaintext.split(b"\n", 1)[0]
+    assert header == b'"age","workclass","hours_per_week","income"' or header == (
+        b"age,workclass,hours_per_week,income"
+    )
+    assert b"Bachelors" not in plaintext and row.rows == 300
+    assert drafts.DRAFTS_FOLDER not in {p.name for p in listed_files(app)}
