@@ -100,10 +100,10 @@ def schema_of(data: DatasetCreate) -> dict[str, Any]:
     schema: dict[str, Any] = {
         "columns": [c.model_dump(exclude_none=True) for c in data.columns or []]
     }
-    if getattr(data, "trim_spaces", False):
+    if data.trim_spaces:
         schema["trim_spaces"] = True
-    if missing := list(getattr(data, "missing_values", None) or []):
-        schema["missing_values"] = missing
+    if data.missing_values:
+        schema["missing_values"] = list(dict.fromkeys(data.missing_values))
     return schema
 
 

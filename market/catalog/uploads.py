@@ -21,7 +21,7 @@ from market.catalog.limits import UploadLimits
 from market.catalog.models import Dataset
 from market.catalog.schemas import DatasetCreate
 from market.catalog.validation import validate_upload
-from market.errors import ValidationFailed
+from market.errors import Conflict, ValidationFailed
 from market.services import Services
 from privacy.preprocessing import Description, describe
 
@@ -139,27 +139,57 @@ def list_staged_upload(
     finally:
         chunks.close()
     with drafts.moved_for_listing(market, staged) as storage_name:
-        with market.database.write() as session:
-            catalog.create_draft(
-                session,
-                owner=actor,
-                data=data,
-                currency=currency,
-                limits=market.settings.catalog,
-                dataset_id=staged.id,
-            )
-            session.flush()
-            listed = catalog.list_file(
-                session,
-                actor=actor,
-                dataset_id=staged.id,
-                storage_name=storage_name,
-                wrapped_key=base64.b64decode(staged.wrapped_key),
-                key_version=staged.key_version,
-                rows=rows,
-                ciphertext_bytes=staged.ciphertext_bytes,
-            )
-            record_listed(session, market, actor=actor, listed=listed)
+        listed = _list_under_draft_id(
+            market,
+            actor,
+            data,
+            dataset_id=staged.id,
+            storage_name=storage_name,
+            wrapped_key=base64.b64decode(staged.wrapped_key),
+            key_version=staged.key_version,
+            rows=rows,
+            ciphertext_bytes=staged.ciphertext_bytes,
+        )
+    return listed
+
+
+def _list_under_draft_id(
+    market: Services,
+    actor: User,
+    data: DatasetCreate,
+    *,
+    dataset_id: str,
+    storage_name: str,
+    wrapped_key: bytes,
+    key_version: int,
+    rows: int,
+    ciphertext_bytes: int,
+) -> Dataset:
+    """Create the row under the id the upload was encrypted for and list it, in one
+    transaction; an id already taken (the same upload listed from another tab) is a 409."""
+    with market.database.write() as session:
+        if session.get(Dataset, dataset_id) is not None:
+            raise Conflict("this upload was listed already", details={"field": "file"})
+        catalog.create_draft(
+            session,
+            owner=actor,
+            data=data,
+            currency=market.settings.costing.currency,
+            limits=market.settings.catalog,
+            dataset_id=dataset_id,
+        )
+        session.flush()
+        listed = catalog.list_file(
+            session,
+            actor=actor,
+            dataset_id=dataset_id,
+            storage_name=storage_name,
+            wrapped_key=wrapped_key,
+            key_version=key_version,
+            rows=rows,
+            ciphertext_bytes=ciphertext_bytes,
+        )
+        record_listed(session, market, actor=actor, listed=listed)
     return listed
 
 
@@ -193,27 +223,17 @@ def _list_projected(
     finally:
         chunks.close()
     try:
-        with market.database.write() as session:
-            catalog.create_draft(
-                session,
-                owner=actor,
-                data=data,
-                currency=market.settings.costing.currency,
-                limits=market.settings.catalog,
-                dataset_id=staged.id,
-            )
-            session.flush()
-            listed = catalog.list_file(
-                session,
-                actor=actor,
-                dataset_id=staged.id,
-                storage_name=stored.storage_name,
-                wrapped_key=stored.wrapped_key.to_bytes(),
-                key_version=stored.wrapped_key.version,
-                rows=stored.rows,
-                ciphertext_bytes=stored.ciphertext_bytes,
-            )
-            record_listed(session, market, actor=actor, listed=listed)
+        listed = _list_under_draft_id(
+            market,
+            actor,
+            data,
+            dataset_id=staged.id,
+            storage_name=stored.storage_name,
+            wrapped_key=stored.wrapped_key.to_bytes(),
+            key_version=stored.wrapped_key.version,
+            rows=stored.rows,
+            ciphertext_bytes=stored.ciphertext_bytes,
+        )
     except BaseException:
         market.store.delete(stored.storage_name)
         raise

@@ -153,3 +153,27 @@ def test_no_plaintext_and_no_raw_key_on_disk(app, client, make_user, tmp_path: P
     assert listed.status_code == 303, unescape(listed.get_data(as_text=True))[-3000:]
     assert _assert_absent(tmp_path, since, needles) >= 2  # and once listed
     assert staged_files(app) == [] and len(listed_files(app)) == 1
+
+
+def test_a_listing_that_fails_to_commit_leaves_the_upload_waiting(app, client, make_user) -> None:
+    from market.accounts.models import User
+    from market.catalog import services as catalog
+    from market.catalog.schemas import DatasetCreate
+    from tests.catalog.conftest import metadata
+
+    fields = _wizard(app, client, make_user)
+    market = app.extensions["market"]
+    other = make_user(Role.OWNER)
+    with market.database.write() as session:  # the id is taken meanwhile (another tab)
+        catalog.create_draft(
+            session,
+            owner=session.get(User, other.id),
+            data=DatasetCreate.model_validate(metadata()),
+            currency="EUR",
+            dataset_id=fields["draft"],
+        )
+    refused = list_step(client, fields)
+    assert refused.status_code == 422
+    assert "listed already" in _error_summary(refused)
+    assert len(staged_files(app)) == 2 and listed_files(app) == []  # moved back, whole
+    assert _count(app) == 1

@@ -1,10 +1,12 @@
 """Every role's journey through the pages only, in a real browser (Debian's Chromium).
 
 The owner lists UCI-Adult-like data (", " separators, so leading spaces, and "?") through
-the wizard; the researcher quotes with an epsilon preset and a deadline, buys at the
-greenest start and cancels that queued run (nothing charged), buys again to start now,
-watches it train and downloads the model; the auditor downloads the signed log, its
-checkpoint and the key, verifies them offline and finds the cancellation in the entries.
+the wizard with one upload, trimming the spaces, reading "?" as missing and filling one
+column's missing cells with a category; the researcher quotes with an epsilon preset and a
+deadline, buys at the greenest start and cancels that queued run (nothing charged), buys
+again to start now, watches it train and downloads the model; the auditor downloads the
+signed log, its checkpoint and the key, verifies them offline and finds the cancellation in
+the entries.
 Every page is measured at 1280 px and at 390 px: nothing may scroll sideways and no console
 error may appear. With MARKET_SCREENSHOTS set, each step is saved at both widths.
 """
@@ -108,17 +110,30 @@ def test_owner_researcher_and_auditor_journeys_at_390_and_1280(
             page.click("header nav >> text=My datasets")
             page.click("text=List a dataset")
             owner.check("wizard")
-            page.set_input_files("#file", str(data))
+            page.set_input_files("#file", str(data))  # the one upload
             page.click("[data-testid=inspect]")
             page.locator("[data-testid=profile]").wait_for()
             profile = page.inner_text("[data-testid=profile]")
             assert "“ Private”" in profile and "“?”" in profile
+            assert page.locator("input[type=file]").count() == 0  # never asked again
             owner.check("profile")
-            page.set_input_files("#list-file", str(data))
+            # Spaces trimmed and "?" read as missing, as the profile suggests; workclass's
+            # missing cells filled with "Private", a category chosen from the file's.
+            assert page.is_checked("[data-testid=trim]")
+            assert page.is_checked("[data-testid=mark][value='?']")
+            workclass = page.locator("[data-testid='column-workclass']")
+            assert "“Private”" in workclass.inner_text()  # trimmed
+            workclass.locator("[data-testid=missing-fill]").check()
+            workclass.locator("select[name$='-fill']").select_option("Private")
+            page.fill("#title", "Adult census income")
+            page.fill("#tags", "census, income")
+            page.fill("#epsilon_total", "10")
+            owner.check("choices")
             page.click("[data-testid=list]")
             page.wait_for_url(f"{live_server}/datasets/*")
             dataset_url = page.url
-            assert "Listed" in page.inner_text("main")
+            main = page.inner_text("main")
+            assert "Listed “Adult census income” with 400 rows" in main
             owner.check("listed")
             owner.close()
 
