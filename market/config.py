@@ -106,6 +106,8 @@ class TradingSettings(_Section):
     max_parameters: int = Field(default=5_000_000, ge=1)
     max_physical_batch_size: int = Field(default=256, ge=1)
     models_dir: str = ""
+    prepared_cache_mb: int = Field(default=512, ge=0)
+    prepared_cache_ttl_s: float = Field(default=900, gt=0)
 
 
 class AuditSettings(_Section):

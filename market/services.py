@@ -18,6 +18,7 @@ from market.db import Database, make_engine
 from market.errors import ConfigurationError
 from market.interfaces import BlobStore, PasswordHasher, TaskQueue
 from privacy.errors import VaultError
+from privacy.prepared import PreparedTables
 from privacy.vault import Keyring, Vault
 
 EXTENSION_KEY = "market"
@@ -56,6 +57,14 @@ class Services:
             self.settings.key_dir, private=True, min_version=self.settings.vault.min_key_version
         )
         return Vault(keyring, segment_size=self.settings.vault.segment_size)
+
+    @cached_property
+    def prepared_tables(self) -> PreparedTables:
+        """Tables this worker process decoded, kept in memory for the dataset's next run."""
+        trading = self.settings.trading
+        return PreparedTables(
+            max_bytes=trading.prepared_cache_mb << 20, ttl_s=trading.prepared_cache_ttl_s
+        )
 
     @cached_property
     def queue(self) -> TaskQueue:

@@ -71,7 +71,7 @@ from scipy.optimize import brentq
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from privacy.accounting import ACCOUNTANTS, RDP_ORDERS, compose_epsilon
+from privacy.accounting import ACCOUNTANTS, compose_epsilon
 from privacy.bookkeeping import BookkeepingDP
 from privacy.errors import AccountingError, PlanError, TrainingCancelled, TrainingError
 from privacy.records import GaussianRecord, MechanismRecord, SubsampledGaussianRecord
@@ -216,27 +216,55 @@ def holdout_size(rows: int, fraction: float) -> int:
     return int(math.floor(rows * fraction))
 
 
+_WORD = np.dtype("<u8")
+#: Rows hashed at once (bounds the product's memory: 4,096 MNIST rows are 13 MB).
+_HASH_CHUNK_ROWS = 4096
+
+
 def holdout_mask(
     features: np.ndarray, labels: np.ndarray, *, fraction: float, key: bytes
 ) -> np.ndarray:
-    """True for the rows held out: a keyed coin per row (BLAKE2b of the row's own bytes).
+    """True for the rows held out: a keyed coin per row, from the row's own bytes.
 
     A row's coin depends on nothing but its content and ``key``, so adding or removing a
-    row leaves every other row where it was: the add/remove-one relation holds.
+    row leaves every other row where it was: the add/remove-one relation holds. The coin
+    is ``mix(k0 + sum_j w_j k_j) < fraction * 2**64`` over the row's 64-bit words ``w_j``
+    (features, then label), with keys ``k`` drawn from ``key`` by SHAKE-256 and a bijective
+    64-bit mixer: ``k0`` is uniform, so every row's coin is exactly a ``fraction`` coin.
+    Vectorised: a BLAKE2b per row took 85 ms for UCI Adult's 32,561 rows.
     """
     rows = len(labels)
     mask = np.zeros(rows, dtype=bool)
     if fraction <= 0 or rows == 0:
         return mask
-    threshold = int(fraction * 2**64)
-    flat = np.ascontiguousarray(np.asarray(features).reshape(rows, -1))
-    codes = np.ascontiguousarray(np.asarray(labels).astype(np.int64))
-    for i in range(rows):
-        digest = hashlib.blake2b(
-            flat[i].tobytes() + codes[i].tobytes(), key=key, digest_size=8
-        ).digest()
-        mask[i] = int.from_bytes(digest, "big") < threshold
+    features = np.asarray(features).reshape(rows, -1)
+    width = -(-features.shape[1] * features.dtype.itemsize // 8) + 1  # words per row
+    keys = np.frombuffer(hashlib.shake_256(b"holdout" + key).digest(8 * (width + 1)), _WORD)
+    threshold = np.uint64(min(int(fraction * 2.0**64), 2**64 - 1))
+    with np.errstate(over="ignore"):
+        for start in range(0, rows, _HASH_CHUNK_ROWS):
+            end = start + _HASH_CHUNK_ROWS
+            words = _row_words(features[start:end], np.asarray(labels)[start:end])
+            h = (words * keys[1:]).sum(axis=1, dtype=np.uint64) + keys[0]
+            mask[start:end] = _mix64(h) < threshold
     return mask
+
+
+def _row_words(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each row's bytes (features, then its int64 label) as little-endian 64-bit words."""
+    rows = len(labels)
+    flat = np.ascontiguousarray(features).view(np.uint8).reshape(rows, -1)
+    codes = np.ascontiguousarray(np.asarray(labels).astype("<i8")).view(np.uint8).reshape(rows, 8)
+    pad = (-flat.shape[1]) % 8
+    parts = [flat, np.zeros((rows, pad), dtype=np.uint8), codes] if pad else [flat, codes]
+    return np.ascontiguousarray(np.concatenate(parts, axis=1)).view(_WORD)
+
+
+def _mix64(h: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: a bijection of 64-bit words that spreads every input bit."""
+    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
 
 
 def plan_run(
@@ -466,7 +494,7 @@ class TrainingResult:
 
     ``records`` go to the ledger (DP-SGD steps, then the metric releases); ``epsilon``
     is their composition under the plan's accountant (at most ``plan.epsilon``).
-    ``epsilon_training`` is Opacus's own accountant for the steps it counted (RDP on
+    ``epsilon_training`` composes the steps Opacus's own accountant counted (RDP on
     the ledger's order grid, or PRV for PRV plans; Opacus has no PLD, so PLD plans
     report the looser RDP figure here). ``metrics`` hold the noisy held-out accuracy
     and loss, their noise standard deviation and the (public) held-out size.
@@ -800,7 +828,11 @@ def _as_tensors(
         )
     if not np.issubdtype(labels.dtype, np.integer):
         raise PlanError("labels must be integer class indices", details={"field": "labels"})
-    x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+    x_rows = np.ascontiguousarray(features, dtype=np.float32)
+    with warnings.catch_warnings():
+        # A worker's cached table is read-only (``privacy.prepared``); training only reads it.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        x = torch.from_numpy(x_rows)
     y = torch.from_numpy(labels.astype(np.int64))
     return x, y
 
@@ -1015,10 +1047,23 @@ def _run_bk_epochs(
 
 
 def _opacus_epsilon(engine: PrivacyEngine, delta: float) -> float:
-    """Opacus's own figure for the steps it counted (RDP on the ledger's order grid)."""
-    if engine.accountant.mechanism() == "rdp":
-        return float(engine.accountant.get_epsilon(delta, alphas=list(RDP_ORDERS)))
-    return float(engine.accountant.get_epsilon(delta))
+    """The steps Opacus's own accountant counted (its history), composed on the ledger's
+    RDP order grid. The curves are the ones ``privacy.accounting`` already computed for
+    this run's progress reports (Opacus's ``compute_rdp``, cached): asking Opacus to
+    recompute them cost 90-270 ms per run, a fixed cost larger than short runs' training."""
+    accountant = engine.accountant
+    if accountant.mechanism() == "rdp":
+        records: list[MechanismRecord] = [
+            {
+                "mechanism": "subsampled_gaussian",
+                "noise_multiplier": float(noise),
+                "sample_rate": float(rate),
+                "steps": int(steps),
+            }
+            for noise, rate, steps in accountant.history
+        ]
+        return compose_epsilon(records, delta=delta, accountant="rdp") if records else 0.0
+    return float(accountant.get_epsilon(delta))
 
 
 def _privatize(

@@ -35,7 +35,8 @@ from market.trading.models import ReleaseState, RunPhase, RunStatus
 from market.trading.schemas import AuditEvidence, CostReceipt, PrivacyReceipt, RunTimings
 from privacy.errors import IntegrityError, VaultError
 from privacy.model_io import model_bytes
-from privacy.preprocessing import encode, input_shape, num_classes, vocabulary
+from privacy.prepared import TableKey
+from privacy.preprocessing import Encoded, encode, input_shape, num_classes, vocabulary
 from privacy.specs import build_model
 from privacy.training import NEIGHBOURING_RELATION, RunPlan, TrainingResult, train_private
 from privacy.vault import WrappedKey
@@ -117,15 +118,22 @@ def _train_and_deliver(market: Services, claimed: Claimed, keeper: LeaseKeeper) 
     lifecycle.touch_data(market, lease)
     failpoints.pause("data_touched")
     started = time.monotonic()
-    plaintext = market.worker_vault.open_plaintext(
-        market.store.path(dataset.storage_name),
-        dataset_id=dataset.id,
-        wrapped=wrapped,
-        max_bytes=settings.catalog.max_upload_bytes,
+    path = market.store.path(dataset.storage_name)
+
+    def decrypt_and_encode() -> Encoded:
+        plaintext = market.worker_vault.open_plaintext(
+            path,
+            dataset_id=dataset.id,
+            wrapped=wrapped,
+            max_bytes=settings.catalog.max_upload_bytes,
+        )
+        return encode(description, _read_plaintext(dataset, plaintext))
+
+    key = TableKey.of(
+        dataset_id=dataset.id, path=path, wrapped_key=dataset.wrapped_key, description=description
     )
-    failpoints.pause("decrypted")
-    encoded = encode(description, _read_plaintext(dataset, plaintext))
-    del plaintext
+    encoded = market.prepared_tables.get_or_encode(key, decrypt_and_encode)
+    failpoints.pause("decrypted")  # the rows are in this process's memory, read or recalled
     lifecycle.heartbeat(market, lease)  # a fenced write: stop here if the lease is gone
     prepared_s = time.monotonic() - started
 
