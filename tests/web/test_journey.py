@@ -121,7 +121,14 @@ def test_owner_researcher_and_auditor_journeys_at_390_and_1280(
             # missing cells filled with "Private", a category chosen from the file's.
             assert page.is_checked("[data-testid=trim]")
             assert page.is_checked("[data-testid=mark][value='?']")
+            # Unticking "?" redraws the rows at once: "?" is then a category like any other.
+            with page.expect_navigation():
+                page.uncheck("[data-testid=mark][value='?']")
             workclass = page.locator("[data-testid='column-workclass']")
+            assert "“?”" in workclass.locator("[data-testid=categories]").inner_text()
+            with page.expect_navigation():
+                page.check("[data-testid=mark][value='?']")
+            assert "“?”" not in workclass.locator("[data-testid=categories]").inner_text()
             assert "“Private”" in workclass.inner_text()  # trimmed
             workclass.locator("[data-testid=missing-fill]").check()
             workclass.locator("select[name$='-fill']").select_option("Private")
