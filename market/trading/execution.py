@@ -138,6 +138,8 @@ def _train_and_deliver(market: Services, claimed: Claimed, keeper: LeaseKeeper) 
     prepared_s = time.monotonic() - started
 
     def report(step: int, steps: int, epsilon: float) -> None:
+        if step >= steps:  # the delivery's own (fenced) write records the last step
+            return
         try:
             lifecycle.report_progress(market, lease, step, steps, epsilon)
         except LeaseLost:
