@@ -10,6 +10,7 @@ the field.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -399,19 +400,20 @@ def form_errors(form: WizardForm, exc: ValidationError) -> list[tuple[str, str]]
 
 
 def problem_field(form: WizardForm, details: dict[str, Any]) -> str:
-    """The field a service error points at (a column named in its details, else its field)."""
+    """The field a service error points at: a column its details name (by name, or as
+    ``columns[i]`` / ``columns.i`` among the published ones), else its field."""
     names = {c.name: c.id for c in form.columns}
-    for name in (details.get("columns") or {}) if isinstance(details.get("columns"), dict) else {}:
+    names.update({c.name.strip(): c.id for c in form.columns})
+    counted = details.get("columns")
+    for name in counted if isinstance(counted, dict) else {}:
         if name in names:
             return f"{names[name]}-publish"
     found = str(details.get("field") or details.get("column") or "")
     if found in names:
         return f"{names[found]}-publish"
-    if found.startswith("columns."):
-        try:
-            return _column_field(form, found.split("."))[0]
-        except (IndexError, ValueError):
-            return "columns"
+    if match := re.fullmatch(r"columns(?:\[(\d+)\]|\.(\d+))(?:\.(\w+))?", found):
+        index = match[1] or match[2]
+        return _column_field(form, ["columns", index, match[3] or ""])[0]
     return FIELD_IDS.get(found, found.split(".")[0] or "file")
 
 

@@ -135,6 +135,7 @@ def test_owner_researcher_and_auditor_journeys_at_390_and_1280(
             page.fill("#title", "Adult census income")
             page.fill("#tags", "census, income")
             page.fill("#epsilon_total", "10")
+            workclass.locator("[data-testid=missing-fill]").scroll_into_view_if_needed()
             owner.check("choices")
             page.click("[data-testid=list]")
             page.wait_for_url(f"{live_server}/datasets/*")
