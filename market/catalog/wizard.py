@@ -185,6 +185,17 @@ def _fill_columns(form: WizardForm, kept: dict[int, set[str] | None]) -> None:
         choice.missing_mark = _missing_category(groups)
 
 
+def _suggested_bounds(column: ColumnProfile) -> tuple[str, str]:
+    """The column's range rounded outwards to its leading digit (never empty)."""
+    bounds = column.suggested_bounds()
+    if bounds is None:
+        return "", ""
+    low, high = bounds
+    if high <= low:
+        high = nice_ceil(low + 1)
+    return _fmt(low), _fmt(high)
+
+
 def initial_form(profile: FileProfile, *, title: str, currency: str) -> WizardForm:
     """The suggestions: every column published as detected, bounds rounded outwards, spaces
     trimmed if any value is padded, common missing marks read as missing and kept as their
@@ -203,11 +214,8 @@ def initial_form(profile: FileProfile, *, title: str, currency: str) -> WizardFo
     form.marks = [(m, n, True) for m, n in _file_marks(profile).most_common()]
     for i, column in enumerate(profile.columns):
         choice = ColumnChoice(index=i, profile=column, type=column.kind)
-        if column.kind == "numeric" and (bounds := column.suggested_bounds()):
-            low, high = bounds
-            if high <= low:
-                high = nice_ceil(low + 1)
-            choice.min, choice.max = _fmt(low), _fmt(high)
+        if column.kind == "numeric":
+            choice.min, choice.max = _suggested_bounds(column)
         form.columns.append(choice)
     _fill_columns(form, {})
     for choice in form.columns:
@@ -274,6 +282,11 @@ def read_form(profile: FileProfile, data: MultiDict[str, str], *, currency: str)
         if choice.on_missing not in MISSING_CHOICES:
             choice.on_missing = "refuse"
         kept[i] = set(data.getlist(f"{key}-keep"))
+        if data.get(f"{key}-shown") != choice.type:  # just switched: start from suggestions
+            kept[i] = None
+            if choice.type == "numeric":
+                choice.min, choice.max = _suggested_bounds(column)
+                choice.fill = choice.min
         form.columns.append(choice)
     _fill_columns(form, kept)
     return form

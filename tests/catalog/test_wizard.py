@@ -400,3 +400,50 @@ def test_a_column_left_out_is_not_described_and_not_stored(app, client, make_use
     )
     assert b"Bachelors" not in plaintext and row.rows == 300
     assert drafts.DRAFTS_FOLDER not in {p.name for p in listed_files(app)}
+
+
+@SQLITE
+def test_a_parquet_file_is_listed_through_the_form_with_a_column_left_out(
+    app, client, make_user
+) -> None:
+    from tests.catalog.conftest import cancer_rows, to_parquet
+
+    owner = make_user(Role.OWNER)
+    login(client, owner.email, TEST_PASSWORD)
+    page = _inspect(client, to_parquet(cancer_rows(120)), name="cancer.parquet")
+    assert page.status_code == 200
+    fields = wizard_fields(unescape(page.get_data(as_text=True)))
+    assert fields["label"] == "diagnosis" and fields["c0-type"] == "numeric"
+    fields["delta"] = "1e-5"
+    del fields["c2-publish"]  # mean smoothness stays private
+    listed = list_step(client, fields)
+    assert listed.status_code == 303, unescape(listed.get_data(as_text=True))[-3000:]
+    with app.extensions["market"].database.read() as session:
+        row = session.exec(select(Dataset)).one()
+    assert row.format.value == "parquet" and row.rows == 120
+    assert [c["name"] for c in row.data_schema["columns"]] == [
+        "mean radius",
+        "mean texture",
+        "diagnosis",
+    ]
+    assert staged_files(app) == [] and len(listed_files(app)) == 1
+
+
+@SQLITE
+def test_switching_a_column_type_starts_from_suggestions(app, client, make_user) -> None:
+    owner = make_user(Role.OWNER)
+    login(client, owner.email, TEST_PASSWORD)
+    rows = "\n".join(f"{i % 5},{'yes' if i % 2 else 'no'}" for i in range(60))
+    page = _inspect(client, f"rating,answer\n{rows}\n".encode(), name="small.csv")
+    fields = wizard_fields(unescape(page.get_data(as_text=True)))
+    assert fields["c0-type"] == "categorical"  # five distinct numbers: offered as categories
+    fields["c0-type"] = "numeric"
+    fields["use"] = "refresh"
+    again = wizard_fields(unescape(client.post("/datasets/new/list", data=fields).get_data(True)))
+    assert (again["c0-type"], again["c0-min"], again["c0-max"]) == ("numeric", "0", "4")
+    again["c0-type"] = "categorical"
+    again["use"] = "refresh"
+    back = wizard_fields(unescape(client.post("/datasets/new/list", data=again).get_data(True)))
+    assert sorted(back.getlist("c0-keep")) == ["0", "1", "2", "3", "4"]  # all kept again
+    listed = list_step(client, back)
+    assert listed.status_code == 303, unescape(listed.get_data(as_text=True))[-3000:]

@@ -1,6 +1,7 @@
 // The listing wizard: a change that reshapes the column rows (a column's type, trimming
-// spaces, the marks that mean missing) asks the server to redraw the form at once, as the
-// "Apply to the columns below" button does; without JavaScript that button still works.
+// spaces, the marks that mean missing, the label, which takes no fill) asks the server to
+// redraw the form at once, as the "Apply to the columns below" button does; without
+// JavaScript that button still works.
 (function () {
   "use strict";
   var form = document.querySelector("form[data-testid=wizard-form]");
@@ -9,8 +10,8 @@
   if (!apply) return;
   form.addEventListener("change", function (event) {
     var target = event.target;
-    var reshapes = target.id === "trim_spaces" || target.name === "missing_marks" ||
-      /^c\d+-type$/.test(target.name || "");
+    var reshapes = target.id === "trim_spaces" || target.id === "label" ||
+      target.name === "missing_marks" || /^c\d+-type$/.test(target.name || "");
     if (!reshapes) return;
     var column = target.closest("fieldset.column");
     form.action = form.action.split("#")[0] + "#" + (column ? column.id : "choose-heading");
