@@ -248,8 +248,12 @@ def list_upload() -> Response | tuple[str, int]:
         head = b""
     key = request.form.get("draft_key", "")
     currency = market.settings.costing.currency
-    form = wizard.read_form(found, request.form, currency=currency)
     use = request.form.get("use", "form")
+    if use == "json":  # the JSON form carries no choices: the form shows the suggestions
+        title = staged.filename.rsplit("/", 1)[-1].rsplit(".", 1)[0][:200] or "My dataset"
+        form = wizard.initial_form(found, title=title, currency=currency)
+    else:
+        form = wizard.read_form(found, request.form, currency=currency)
     metadata_text = request.form.get("metadata") if use == "json" else None
     if use == "refresh":
         return _private(_wizard_page(form, staged, key, found))

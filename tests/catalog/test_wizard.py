@@ -101,9 +101,9 @@ class _Form(HTMLParser):
             self._textarea = None
 
 
-def wizard_fields(html: str) -> MultiDict:
+def wizard_fields(html: str, testid: str = "wizard-form") -> MultiDict:
     """The wizard form's fields as the page suggests them (what "Check and list" sends)."""
-    parser = _Form("wizard-form")
+    parser = _Form(testid)
     parser.feed(html)
     assert parser.fields, "no wizard form on the page"
     return MultiDict(parser.fields)
@@ -154,7 +154,7 @@ def test_the_owner_sends_the_file_once_and_lists_it_with_the_suggested_choices(
     work = 1  # workclass: "?" becomes the category "missing", trimmed categories kept
     assert set(fields.getlist(f"c{work}-keep")) == {"Private", "Self-emp", "State-gov"}
     assert fields[f"c{work}-missing"] == "category"
-    described = json.loads(fields["metadata"])
+    described = json.loads(wizard_fields(html, "json-form")["metadata"])
     assert described["trim_spaces"] is True and described["missing_values"] == ["?"]
     workclass = next(c for c in described["columns"] if c["name"] == "workclass")
     assert workclass["fill"] == "missing" and "missing" in workclass["categories"]
@@ -447,3 +447,26 @@ def test_switching_a_column_type_starts_from_suggestions(app, client, make_user)
     assert sorted(back.getlist("c0-keep")) == ["0", "1", "2", "3", "4"]  # all kept again
     listed = list_step(client, back)
     assert listed.status_code == 303, unescape(listed.get_data(as_text=True))[-3000:]
+
+
+@SQLITE
+def test_the_advanced_json_lists_the_same_upload(app, client, make_user) -> None:
+    owner = make_user(Role.OWNER)
+    login(client, owner.email, TEST_PASSWORD)
+    html = unescape(_inspect(client, adult_like()).get_data(as_text=True))
+    fields = wizard_fields(html, "json-form")
+    described = json.loads(fields["metadata"])
+    described["columns"][0]["min"] = 50  # a mistake first: shown on the JSON, form intact
+    fields["metadata"] = json.dumps(described)
+    refused = list_step(client, fields, use="json")
+    assert refused.status_code == 422
+    page = unescape(refused.get_data(as_text=True))
+    assert 'id="metadata-error"' in page and '<details class="advanced" open>' in page
+    assert wizard_fields(page)["c0-publish"] == "on"
+    described["columns"][0]["min"] = 10
+    described["title"] = "Adult, by hand"
+    fields["metadata"] = json.dumps(described)
+    listed = list_step(client, fields, use="json")
+    assert listed.status_code == 303, unescape(listed.get_data(as_text=True))[-3000:]
+    with app.extensions["market"].database.read() as session:
+        assert session.exec(select(Dataset)).one().title == "Adult, by hand"
