@@ -34,6 +34,7 @@ worker runs one training at a time).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -313,11 +314,47 @@ class Measurement:
         )
 
 
+def _descendants(process: psutil.Process) -> list[psutil.Process]:
+    """The live descendants of ``process``.
+
+    Linux lists each thread's children in ``/proc/PID/task/TID/children``; reading those
+    costs microseconds where psutil's ``children(recursive=True)`` reads every process's
+    ``/proc/*/stat`` (3.7 ms with 95 processes, four times per run). Elsewhere, psutil.
+    """
+    found: list[psutil.Process] = []
+    pending = [process.pid]
+    while pending:
+        pid = pending.pop()
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            if pid == process.pid:
+                return process.children(recursive=True)
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/children") as listing:
+                    kids = [int(k) for k in listing.read().split()]
+            except FileNotFoundError:
+                if pid == process.pid:  # a kernel without the listing: psutil's way
+                    return process.children(recursive=True)
+                continue
+            except OSError:  # the thread exited meanwhile
+                continue
+            pending += kids
+            for kid in kids:
+                try:
+                    found.append(psutil.Process(kid))
+                except psutil.Error:  # exited between listing and reading
+                    continue
+    return found
+
+
 def _tree_cpu_seconds(process: psutil.Process) -> float:
     """CPU seconds of the process, its reaped children, and its live descendants."""
     times = process.cpu_times()
     total = times.user + times.system + times.children_user + times.children_system
-    for child in process.children(recursive=True):
+    for child in _descendants(process):
         try:
             child_times = child.cpu_times()
         except psutil.Error:  # exited between listing and reading
@@ -328,7 +365,7 @@ def _tree_cpu_seconds(process: psutil.Process) -> float:
 
 def _tree_rss_bytes(process: psutil.Process) -> int:
     rss = int(process.memory_info().rss)
-    for child in process.children(recursive=True):
+    for child in _descendants(process):
         try:
             rss += int(child.memory_info().rss)
         except psutil.Error:

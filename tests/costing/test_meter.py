@@ -8,6 +8,7 @@ import sys
 import time
 
 import numpy as np
+import psutil
 import pytest
 
 from market.costing.meter import EstimatedMeter, Measurement, Usage, measure
@@ -55,6 +56,35 @@ def test_children_cpu_time_is_counted(no_rapl: MeterSettings, worker: WorkerClas
     with measure(no_rapl, worker) as run:
         subprocess.run([sys.executable, "-c", code], check=True)
     assert run.measurement.cpu_seconds >= 0.45
+
+
+def test_a_live_grandchilds_cpu_time_is_counted(
+    no_rapl: MeterSettings, worker: WorkerClassSettings
+) -> None:
+    """Still running when the block ends, under a shell: found through the process tree."""
+    burn = (
+        "import sys, time\nt = time.process_time()\n"
+        "while time.process_time() - t < 0.5: pass\n"
+        "print('burnt', flush=True)\ntime.sleep(60)\n"
+    )
+    with measure(no_rapl, worker) as run:
+        shell = subprocess.Popen(
+            ["sh", "-c", f'"{sys.executable}" -c "$0"; :', burn], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert shell.stdout is not None and shell.stdout.readline().strip() == "burnt"
+        except BaseException:
+            shell.kill()
+            raise
+    try:
+        assert run.measurement.cpu_seconds >= 0.45
+    finally:
+        for child in psutil.Process(shell.pid).children(recursive=True):
+            child.kill()
+        shell.kill()
+        shell.wait()
+        if shell.stdout is not None:
+            shell.stdout.close()
 
 
 def test_a_failing_run_is_still_measured(
