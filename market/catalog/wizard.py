@@ -351,7 +351,8 @@ def metadata_of(form: WizardForm) -> dict[str, Any]:
             if choice.scale == "log":
                 spec["scale"] = "log"
         else:
-            spec["categories"] = [c.value for c in choice.categories if c.keep]
+            # In their own order, not by count: the order is public, the counts are not.
+            spec["categories"] = sorted(c.value for c in choice.categories if c.keep)
         if choice.missing:
             if choice.on_missing == "category" and choice.type == "categorical":
                 if choice.missing_mark not in spec["categories"]:

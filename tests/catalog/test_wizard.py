@@ -158,6 +158,8 @@ def test_the_owner_sends_the_file_once_and_lists_it_with_the_suggested_choices(
     assert described["trim_spaces"] is True and described["missing_values"] == ["?"]
     workclass = next(c for c in described["columns"] if c["name"] == "workclass")
     assert workclass["fill"] == "missing" and "missing" in workclass["categories"]
+    # Published in their own order, never by count (the counts are the owner's only).
+    assert workclass["categories"][:-1] == sorted(workclass["categories"][:-1])
 
     fields["title"] = "Adult census"
     fields["tags"] = "census, income"
