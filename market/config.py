@@ -95,6 +95,7 @@ class QueueSettings(_Section):
     redis_url: str = "redis://127.0.0.1:6379/0"
     worker_threads: int = Field(default=1, ge=1, le=64)
     worker_class: str = Field(default="cpu", max_length=40)
+    poll_max_delay_s: float = Field(default=0.25, gt=0, le=60)
 
 
 class TradingSettings(_Section):

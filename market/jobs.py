@@ -109,6 +109,6 @@ class Queue:
             workers=workers or self.settings.queue.worker_threads,
             worker_type="thread",
             periodic=True,
-            initial_delay=0.1,
-            max_delay=1.0,
+            initial_delay=min(0.1, self.settings.queue.poll_max_delay_s),
+            max_delay=self.settings.queue.poll_max_delay_s,
         )

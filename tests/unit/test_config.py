@@ -138,3 +138,17 @@ def test_missing_instance_secret_says_to_run_init(tmp_path: Path) -> None:
     settings = load_settings(environ={"MARKET_HOME": str(tmp_path / "nowhere")})
     with pytest.raises(ConfigurationError, match="market init"):
         settings.secret_key()
+
+
+def test_an_idle_sqlite_worker_looks_for_jobs_at_the_configured_pace(tmp_path: Path) -> None:
+    """A purchase waits for the worker's next look: at most ``queue.poll_max_delay_s``."""
+    from market.jobs import Queue
+
+    shipped = load_settings(environ={"MARKET_HOME": str(tmp_path)}, local_file=tmp_path / "none")
+    assert shipped.queue.poll_max_delay_s == 0.25
+    settings = load_settings(
+        environ={"MARKET_HOME": str(tmp_path), "MARKET_QUEUE_POLL_MAX_DELAY_S": "0.5"},
+        local_file=tmp_path / "none",
+    )
+    consumer = Queue(settings).consumer(workers=1)
+    assert consumer.max_delay == 0.5 and consumer.default_delay == 0.1
