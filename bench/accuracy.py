@@ -6,32 +6,40 @@ trains in this process; the delivered model file is downloaded through the API, 
 ``privacy.model_io.load_model`` and scored on the held-out *test* split (never seen by the
 run) after ``privacy.preprocessing.encode_features`` with the owner's public schema. The run
 itself trains on 80% of the listed rows (the product holds out 20% for its noisy metrics).
-Next to each private model, the same model trained without privacy (plain PyTorch, Adam, same
-learning rate, batch size and epochs, all listed rows, one torch thread).
+Next to each private model, the same model and encoding trained without privacy (plain
+PyTorch, Adam, same batch size and epochs, all listed rows, one torch thread; the case's
+learning rate when its recipe is Adam, else 1e-3 for images and 1e-2 for tables).
 
-Cases
-- MNIST (``mnist.npz``; ``--mnist-rows`` of the 60,000 training images listed, 10,000 test
-  images scored) at epsilon 1.2 and 3, delta 1e-5: the ``mlp`` template (tanh, 256 hidden)
-  and the ``cnn`` template (Tramer & Boneh's tanh CNN) with the template's tuned settings;
-  the CNN gets fewer epochs than published recipes (``--cnn-epochs``) to fit the time budget.
-- UCI Adult (``adult.data`` listed, ``adult.test`` scored) at epsilon 0.5, 1, 3, delta 1e-5:
-  logistic regression and an MLP. Categorical columns are one-hot over the category sets of
-  the UCI documentation (``adult.names``, ``?`` kept as its own category); numeric bounds
-  are declared from public definitions, not from the data (see ``ADULT_NUMERIC``); ``fnlwgt``
-  (a census sampling weight, not an attribute of the person) is not listed.
+Each purchase asks for what the quote form offers for that kind of data at that epsilon
+(``privacy.specs.template_defaults``: the measured recipe of ``RECIPES``, else the
+template's defaults); ``--mlp-epochs``, ``--cnn-epochs`` and ``--adult-epochs`` override
+only the epochs. ``--cases`` picks the purchases (``CASES``):
+
+- ``mnist-seed-mlp``, ``mnist-mlp``, ``mnist-cnn``: MNIST (``mnist.npz``; ``--mnist-rows``
+  of the 60,000 training images listed, 10,000 test images scored) at ``--image-epsilons``
+  (1.2 and 3), delta 1e-5: the founding model (``privacy.specs.SEED_MLP``: flatten, dense
+  128 ReLU, dropout 0.2, dense 10) sent as a layer list, the ``mlp`` template (tanh, 256
+  hidden) and the ``cnn`` template (Tramer & Boneh's tanh CNN).
+- ``adult-lr``, ``adult-mlp``: UCI Adult (``adult.data`` listed, ``adult.test`` scored) at
+  ``--tabular-epsilons`` (0.5, 1, 3), delta 1e-5: logistic regression and an MLP.
+  Categorical columns are one-hot over the category sets of the UCI documentation
+  (``adult.names``, ``?`` kept as its own category); numeric bounds are declared from public
+  definitions, not from the data (see ``ADULT_NUMERIC``), capital gain and loss on a log
+  scale (``ADULT_LOG``, ``--adult-log none`` for linear); ``fnlwgt`` (a census sampling
+  weight, not an attribute of the person) is not listed.
 
 Platform overhead (figure 4) comes from the same runs: purchase-to-delivery wall time (buy,
 worker claims, decrypts, trains, writes the model and receipts, model downloaded) minus the
 training loop's own time from the run's cost receipt, as a fraction of the wall time.
 
-Recipe sweep (``--sweep adult``): the tabular logistic-regression recipe of
-``privacy.specs.RECIPES`` comes from this grid (learning rate x expected batch x optimizer
+Recipe sweeps (``--sweep adult|mnist-mlp|mnist-cnn``): the recipes of
+``privacy.specs.RECIPES`` come from these grids (learning rate x expected batch x optimizer
 x clipping norm x epochs at each epsilon, lists given by the ``--sweep-*`` options, the
-product's plan with its 20% held out), trained with
-``privacy.train_private`` directly (not through the API: the purchase path adds nothing to
-the model) and scored on ``adult.test``; each cell is the mean of ``--sweep-repeats`` runs
-(noise and sampling come from OS entropy, so runs differ). MNIST CNN sweeps do not fit a
-2-core machine and are not run here.
+product's plan with its 20% held out) over the same listing and encoding as the purchases,
+trained with ``privacy.train_private`` directly (not through the API: the purchase path
+adds nothing to the model) and scored on the test split; each cell is the mean of
+``--sweep-repeats`` runs (noise and sampling come from OS entropy, so runs differ). One
+torch thread; an MNIST MLP epoch takes about 1 s, a CNN epoch about 20 s on one core.
 
 Without ``--data`` files it falls back to scikit-learn's digits (for MNIST) and breast
 cancer (for Adult), said so in the output; anchors then do not apply.
@@ -47,6 +55,7 @@ import platform
 import sys
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +117,10 @@ ADULT_NUMERIC: dict[str, tuple[float, float]] = {
     "capital-loss": (0, 99_999),
     "hours-per-week": (1, 99),
 }
+#: Declared on a log scale by default: capital gain and loss are 0 for about 92% and 95% of
+#: people and spread over five digits otherwise; on a linear scale a gain of 5,000 is 0.05,
+#: a feature DP-SGD barely moves (``--adult-log`` changes the list; ``none`` for linear).
+ADULT_LOG = ("capital-gain", "capital-loss")
 ADULT_COLUMNS = ["age", "workclass", "education", "education-num", "marital-status",
                  "occupation", "relationship", "race", "sex", "capital-gain", "capital-loss",
                  "hours-per-week", "native-country"]  # fmt: skip
@@ -136,8 +149,11 @@ def _csv_bytes(cols: dict[str, np.ndarray], names: list[str]) -> bytes:
     return out.getvalue().encode()
 
 
-def tabular_data(folder: Path, present: bool, rows: int | None) -> dict[str, Any]:
-    """Adult (or breast cancer) as listing metadata, the CSV body and the test split."""
+def tabular_data(
+    folder: Path, present: bool, rows: int | None, log_columns: tuple[str, ...] = ADULT_LOG
+) -> dict[str, Any]:
+    """Adult (or breast cancer) as listing metadata, the CSV body and the test split;
+    ``log_columns`` are declared on a log scale (public metadata, ``--adult-log``)."""
     if present:
         train = _read_adult(folder / "adult.data")
         test = _read_adult(folder / "adult.test")
@@ -145,7 +161,8 @@ def tabular_data(folder: Path, present: bool, rows: int | None) -> dict[str, Any
         for name in ADULT_COLUMNS:
             if name in ADULT_NUMERIC:
                 lo, hi = ADULT_NUMERIC[name]
-                columns.append({"name": name, "type": "numeric", "min": lo, "max": hi})
+                column = {"name": name, "type": "numeric", "min": lo, "max": hi}
+                columns.append({**column, "scale": "log"} if name in log_columns else column)
             else:
                 columns.append(
                     {"name": name, "type": "categorical", "categories": ADULT_CATEGORIES[name]}
@@ -259,15 +276,20 @@ def score(module: Any, features: np.ndarray, labels: np.ndarray) -> float:
 
 
 def nonprivate(
-    spec: dict[str, Any], description: dict[str, Any], data: dict[str, Any], request: dict
-) -> dict[str, float]:
-    """The same model without privacy: Adam, same lr, batch size and epochs, all rows."""
+    spec: dict[str, Any], description: Mapping[str, Any], data: dict[str, Any], request: dict
+) -> dict[str, Any]:
+    """The same model and encoding without privacy: Adam, same batch size and epochs, all
+    rows; the case's learning rate when its recipe is Adam, else Adam's usual one (an SGD
+    step size made for clipped, averaged gradients is no step size for Adam)."""
     import torch
     from torch import nn
 
     from privacy.preprocessing import encode, input_shape, num_classes
     from privacy.specs import build_model
 
+    lr = request["learning_rate"]
+    if request.get("optimizer", "adam") != "adam":
+        lr = 1e-3 if description["kind"] == "image" else 1e-2
     features, y = data["train"]
     encoded = encode(description, {**features, **_label_column(description, y)})
     test_x = _encode_test(description, data)
@@ -276,7 +298,7 @@ def nonprivate(
     model = build_model(
         spec, input_shape=input_shape(description), num_classes=num_classes(description)
     )
-    opt = torch.optim.Adam(model.parameters(), lr=request["learning_rate"])
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     xt, yt = torch.from_numpy(encoded.features), torch.from_numpy(encoded.labels)
     started = time.perf_counter()
     model.train()
@@ -287,16 +309,18 @@ def nonprivate(
             opt.step()
     seconds = time.perf_counter() - started
     model.eval()
-    return {"accuracy": score(model, test_x, test_y), "train_s": seconds}
+    settings = {"optimizer": "adam", "learning_rate": lr, "batch_size": request["batch_size"],
+                "epochs": request["epochs"]}  # fmt: skip
+    return {"accuracy": score(model, test_x, test_y), "train_s": seconds, "settings": settings}
 
 
-def _label_column(description: dict[str, Any], y: np.ndarray) -> dict[str, np.ndarray]:
+def _label_column(description: Mapping[str, Any], y: np.ndarray) -> dict[str, np.ndarray]:
     if description["kind"] == "image":
         return {description["labels_key"]: y}
     return {description["label"]["name"]: y}
 
 
-def _encode_test(description: dict[str, Any], data: dict[str, Any]) -> np.ndarray:
+def _encode_test(description: Mapping[str, Any], data: dict[str, Any]) -> np.ndarray:
     from privacy.preprocessing import encode_features
 
     return encode_features(description, data["test"][0])
@@ -358,64 +382,94 @@ def buy_and_score(inst: Any, dataset_id: str, data: dict[str, Any], case: dict) 
     }
 
 
+#: The purchases ``--cases`` can name: (data kind, label, model). ``mnist-seed-mlp`` is the
+#: founding model (``privacy.specs.SEED_MLP``: flatten, dense 128 ReLU, dropout 0.2,
+#: dense 10) given as a layer list, as a researcher would send it.
+CASES: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "mnist-seed-mlp": ("image", "seed mlp (layers)", {}),
+    "mnist-mlp": ("image", "mlp 256 tanh", {"template": "mlp", "hidden": [256]}),
+    "mnist-cnn": ("image", "cnn (Tramer-Boneh)", {"template": "cnn"}),
+    "adult-lr": ("tabular", "logistic regression", {"template": "logistic_regression"}),
+    "adult-mlp": ("tabular", "mlp 64 tanh", {"template": "mlp", "hidden": [64]}),
+}
+DEFAULT_CASES = "mnist-seed-mlp,mnist-mlp,mnist-cnn,adult-lr,adult-mlp"
+
+
+def _model(key: str) -> dict[str, Any]:
+    from privacy.specs import SEED_MLP
+
+    return SEED_MLP if key == "mnist-seed-mlp" else CASES[key][2]
+
+
 def cases(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The purchases to make: (data, model, epsilon) with each template's tuned settings."""
-    from privacy.specs import TEMPLATE_DEFAULTS
+    """The purchases to make: (data, model, epsilon) with the settings the quote form offers
+    for that kind of data at that epsilon (``privacy.specs.template_defaults``: the measured
+    recipe where there is one); ``--mlp-epochs`` and the like override its epochs."""
+    from privacy.specs import template_defaults
 
+    epsilons = {
+        "image": [3.0] if args.smoke else _floats(args.image_epsilons),
+        "tabular": [1.0] if args.smoke else _floats(args.tabular_epsilons),
+    }
     out: list[dict[str, Any]] = []
-
-    def add(data: str, label: str, model: dict, epsilons: list[float], **over: Any) -> None:
-        key = model.get("template", "layers")
-        d = TEMPLATE_DEFAULTS[key]
-        for eps in epsilons:
+    for key in args.cases.split(","):
+        if key not in CASES:
+            raise SystemExit(f"unknown case {key!r}; known: {', '.join(CASES)}")
+        kind, label, model = CASES[key][0], CASES[key][1], _model(key)
+        for eps in epsilons[kind]:
+            d = template_defaults(model, kind, eps)
             out.append(
                 {
-                    "data": data,
+                    "case": key,
+                    "data": kind,
                     "label": label,
                     "model": model,
                     "epsilon": eps,
-                    "epochs": over.get("epochs", d["epochs"]),
-                    "batch_size": over.get("batch_size", d["batch_size"]),
-                    "learning_rate": over.get("learning_rate", d["learning_rate"]),
-                    "max_grad_norm": over.get("max_grad_norm", d["max_grad_norm"]),
+                    "epochs": _epochs(args, key) or d["epochs"],
+                    "batch_size": d["batch_size"],
+                    "learning_rate": d["learning_rate"],
+                    "max_grad_norm": d["max_grad_norm"],
+                    "optimizer": d["optimizer"],
                 }
             )
-
-    image_eps = [3.0] if args.smoke else [1.2, 3.0]
-    add("image", "mlp 256 tanh", {"template": "mlp", "hidden": [256]}, image_eps,
-        epochs=args.mlp_epochs)  # fmt: skip
-    if args.cnn_epochs > 0:
-        add("image", "cnn (Tramer-Boneh)", {"template": "cnn"}, image_eps,
-            epochs=args.cnn_epochs)  # fmt: skip
-    tab_eps = [1.0] if args.smoke else [0.5, 1.0, 3.0]
-    add("tabular", "logistic regression", {"template": "logistic_regression"}, tab_eps,
-        epochs=args.adult_epochs)  # fmt: skip
-    if not args.smoke:
-        add("tabular", "mlp 64 tanh", {"template": "mlp", "hidden": [64]}, tab_eps,
-            epochs=args.adult_epochs)  # fmt: skip
     return out
+
+
+def _epochs(args: argparse.Namespace, key: str) -> int:
+    if key.startswith("adult"):
+        return int(args.adult_epochs)
+    return int(args.cnn_epochs if key == "mnist-cnn" else args.mlp_epochs)
 
 
 def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",")]
 
 
-def sweep_adult(args: argparse.Namespace) -> dict[str, Any]:
-    """The tabular logistic-regression grid (module docstring); prints and returns it."""
+#: What each ``--sweep`` trains: (data kind, case key).
+SWEEPS = {"adult": ("tabular", "adult-lr"), "mnist-mlp": ("image", "mnist-seed-mlp"),
+          "mnist-cnn": ("image", "mnist-cnn")}  # fmt: skip
+
+
+def sweep(args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe grid of one model (module docstring); prints and returns it."""
     import torch
 
     from privacy import build_model, plan_run, train_private
-    from privacy.preprocessing import describe, encode, input_shape
+    from privacy.preprocessing import describe, encode, input_shape, num_classes
 
+    kind, key = SWEEPS[args.sweep]
     folder, present = data_dir(args.data)
-    data = tabular_data(folder, present, args.adult_rows or None)
+    if kind == "tabular":
+        data = tabular_data(folder, present, args.adult_rows or None, _log_columns(args))
+    else:
+        data = image_data(folder, present, args.mnist_rows)
     description = describe(data["meta"])
     features, y = data["train"]
     enc = encode(description, {**features, **_label_column(description, y)})
     test_x = _encode_test(description, data)
     test_y = _labels(data["test"][1], data["label_categories"])
-    spec = {"template": "logistic_regression"}
-    shape = input_shape(description)
+    spec = _model(key)
+    shape, classes = input_shape(description), num_classes(description)
     epsilons = _floats(args.sweep_epsilons)
     grid = [
         (batch, clip, epochs)
@@ -432,30 +486,34 @@ def sweep_adult(args: argparse.Namespace) -> dict[str, Any]:
                             max_grad_norm=clip)  # fmt: skip
             for optimizer in args.sweep_optimizer.split(","):
                 for lr in _floats(args.sweep_lr):
-                    scores = []
+                    scores, seconds = [], []
                     for _ in range(args.sweep_repeats):
-                        model = build_model(spec, input_shape=shape, num_classes=2)
+                        model = build_model(spec, input_shape=shape, num_classes=classes)
+                        t0 = time.perf_counter()
                         result = train_private(model=model, features=enc.features,
                                                labels=enc.labels, plan=plan, learning_rate=lr,
                                                optimizer=optimizer)  # fmt: skip
+                        seconds.append(time.perf_counter() - t0)
                         model.load_state_dict(result.state_dict)
                         model.eval()
                         scores.append(score(model, test_x, test_y))
                     cell = {"epsilon": eps, "batch_size": int(batch), "optimizer": optimizer,
                             "learning_rate": lr, "max_grad_norm": clip, "epochs": int(epochs),
-                            "accuracy": float(np.mean(scores)),
-                            "accuracies": scores, "noise_multiplier": plan.noise_multiplier,
+                            "accuracy": float(np.mean(scores)), "accuracies": scores,
+                            "train_s": seconds, "noise_multiplier": plan.noise_multiplier,
                             "grad_sample_mode": result.grad_sample_mode}  # fmt: skip
                     cells.append(cell)
                     print(f"  eps {eps:<4g} batch {batch:<5} C {clip:<4g} epochs {epochs:<3} "
-                          f"{optimizer:<5} lr {lr:<6g} acc {cell['accuracy']:.4f}",
-                          file=sys.stderr)  # fmt: skip
+                          f"{optimizer:<5} lr {lr:<6g} acc {cell['accuracy']:.4f} "
+                          f"({np.mean(seconds):.0f} s)", file=sys.stderr, flush=True)  # fmt: skip
     torch.manual_seed(0)
-    reference = {"learning_rate": 0.01, "epochs": args.adult_epochs, "batch_size": 256}
+    reference = {"learning_rate": 0.01 if kind == "tabular" else 1e-3, "optimizer": "adam",
+                 "epochs": 10, "batch_size": 256}  # fmt: skip
     clear = nonprivate(spec, description, data, reference)
-    print(f"Adult logistic regression sweep ({data['source']}, {args.adult_epochs} epochs, "
-          f"mean of {args.sweep_repeats}, {time.perf_counter() - started:.0f} s); "
-          f"non-private (adam, lr 0.01, batch 256): {clear['accuracy']:.4f}")  # fmt: skip
+    print(f"{args.sweep} sweep ({data['source']}, {len(enc.labels)} rows listed, mean of "
+          f"{args.sweep_repeats}, {time.perf_counter() - started:.0f} s); non-private (adam, "
+          f"lr {reference['learning_rate']:g}, batch 256, 10 epochs, same encoding): "
+          f"{clear['accuracy']:.4f}")  # fmt: skip
     for eps in epsilons:
         rows = [c for c in cells if c["epsilon"] == eps]
         best = max(rows, key=lambda c: c["accuracy"])
@@ -465,7 +523,12 @@ def sweep_adult(args: argparse.Namespace) -> dict[str, Any]:
         print("  optimizer/batch/C/epochs/lr=accuracy: " + " ".join(
             f"{c['optimizer']}/{c['batch_size']}/{c['max_grad_norm']:g}/{c['epochs']}/"
             f"{c['learning_rate']:g}={c['accuracy']:.3f}" for c in rows))  # fmt: skip
-    return {"cells": cells, "nonprivate_accuracy": clear["accuracy"], "source": data["source"]}
+    return {"cells": cells, "nonprivate_accuracy": clear["accuracy"], "source": data["source"],
+            "model": spec, "encoding": data["meta"].get("columns")}  # fmt: skip
+
+
+def _log_columns(args: argparse.Namespace) -> tuple[str, ...]:
+    return () if args.adult_log == "none" else tuple(args.adult_log.split(","))
 
 
 def main() -> int:
@@ -473,12 +536,20 @@ def main() -> int:
     parser.add_argument("--data", help="folder with mnist.npz, adult.data, adult.test")
     parser.add_argument("--mnist-rows", type=int, default=60_000, help="MNIST rows listed")
     parser.add_argument("--adult-rows", type=int, default=0, help="Adult rows listed (0: all)")
-    parser.add_argument("--mlp-epochs", type=int, default=10)
-    parser.add_argument("--cnn-epochs", type=int, default=3, help="0 skips the CNN")
-    parser.add_argument("--adult-epochs", type=int, default=10)
+    parser.add_argument(
+        "--adult-log",
+        default=",".join(ADULT_LOG),
+        help="Adult numeric columns declared on a log scale ('none': linear)",
+    )
+    parser.add_argument("--cases", default=DEFAULT_CASES, help=f"of {', '.join(CASES)}")
+    parser.add_argument("--image-epsilons", default="1.2,3")
+    parser.add_argument("--tabular-epsilons", default="0.5,1,3")
+    parser.add_argument("--mlp-epochs", type=int, default=0, help="MNIST MLPs (0: the recipe's)")
+    parser.add_argument("--cnn-epochs", type=int, default=0, help="MNIST CNN (0: the recipe's)")
+    parser.add_argument("--adult-epochs", type=int, default=0, help="Adult (0: the recipe's)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks it starts")
     parser.add_argument("--json", help="write the raw figures here")
-    parser.add_argument("--sweep", choices=["adult"], help="run the recipe grid instead")
+    parser.add_argument("--sweep", choices=list(SWEEPS), help="run a recipe grid instead")
     parser.add_argument("--sweep-epsilons", default="0.5,1,3")
     parser.add_argument("--sweep-repeats", type=int, default=2)
     parser.add_argument("--sweep-lr", default="0.003,0.01,0.03,0.1,0.3")
@@ -486,29 +557,34 @@ def main() -> int:
     parser.add_argument("--sweep-optimizer", default="adam,sgd")
     parser.add_argument("--sweep-clip", default="1")
     parser.add_argument("--sweep-epochs", default="10")
-    args = parser.parse_args()
+    args = parser.parse_args()  # fmt: skip
     if args.smoke:
         args.mnist_rows, args.adult_rows = 600, 2000
-        args.mlp_epochs, args.cnn_epochs, args.adult_epochs = 1, 0, 1
+        args.mlp_epochs = args.cnn_epochs = args.adult_epochs = 1
+        args.cases = "mnist-seed-mlp,adult-lr"
     warnings.simplefilter("ignore")  # Opacus's notices (secure RNG, alpha ranges)
 
     import torch
 
     torch.set_num_threads(1)  # the worker's setting (docs/pitfalls.md)
     if args.sweep:
-        write_json(args.json, {"args": vars(args), "sweep": sweep_adult(args)})
+        write_json(args.json, {"args": vars(args), "sweep": sweep(args)})
         return 0
     folder, present = data_dir(args.data)
-    sets = {
-        "image": image_data(folder, present, args.mnist_rows),
-        "tabular": tabular_data(folder, present, args.adult_rows or None),
-    }
+    planned = cases(args)
+    kinds = {c["data"] for c in planned}
+    sets = {}
+    if "image" in kinds:
+        sets["image"] = image_data(folder, present, args.mnist_rows)
+    if "tabular" in kinds:
+        sets["tabular"] = tabular_data(folder, present, args.adult_rows or None,
+                                       _log_columns(args))  # fmt: skip
     inst = make_instance("bench-accuracy-")
     ids = {key: inst.list_dataset(d["meta"], d["body"], d["media"]) for key, d in sets.items()}
     results: list[dict[str, Any]] = []
     baselines: dict[tuple[str, str], dict[str, float]] = {}
     started = time.perf_counter()
-    for case in cases(args):
+    for case in planned:
         data = sets[case["data"]]
         r = buy_and_score(inst, ids[case["data"]], data, case)
         description = r.pop("preprocessing")
@@ -525,23 +601,27 @@ def main() -> int:
                 **r,
                 "nonprivate_accuracy": baselines[key]["accuracy"],
                 "nonprivate_train_s": baselines[key]["train_s"],
+                "nonprivate_settings": baselines[key]["settings"],
             }
         )
         print(f"  {data['name']:<7}{case['label']:<22}eps {case['epsilon']:<4g} "
               f"acc {r['accuracy']:.4f} (non-private {baselines[key]['accuracy']:.4f}) "
-              f"train {r['train_s']:.1f}s wall {r['wall_s']:.1f}s", file=sys.stderr)  # fmt: skip
+              f"train {r['train_s']:.1f}s wall {r['wall_s']:.1f}s", file=sys.stderr,
+              flush=True)  # fmt: skip
     total = time.perf_counter() - started
     inst.close()
 
     print(f"accuracy vs epsilon (delta {DELTA:g}) through the API; test splits; "
           f"{platform.machine()}, 1 torch thread; {total:.0f} s")  # fmt: skip
-    print(f"{'data':<8}{'model':<22}{'eps':>5}{'rows':>7}{'ep':>4}{'sigma':>7}"
-          f"{'DP acc':>8}{'non-DP':>8}{'train s':>9}{'wall s':>8}{'overhead':>9}")  # fmt: skip
+    print(f"{'data':<8}{'model':<22}{'eps':>5}{'rows':>7}{'opt':>5}{'lr':>7}{'batch':>6}"
+          f"{'C':>5}{'ep':>4}{'sigma':>7}{'DP acc':>8}{'non-DP':>8}{'train s':>9}{'wall s':>8}"
+          f"{'overhead':>9}")  # fmt: skip
     for r in results:
         print(f"{r['dataset']:<8}{r['label']:<22}{r['epsilon']:>5g}{r['rows_listed']:>7}"
-              f"{r['epochs']:>4}{r['noise_multiplier']:>7.2f}{r['accuracy']:>8.4f}"
-              f"{r['nonprivate_accuracy']:>8.4f}{r['train_s']:>9.1f}{r['wall_s']:>8.1f}"
-              f"{r['overhead_fraction']:>9.1%}")  # fmt: skip
+              f"{r['optimizer']:>5}{r['learning_rate']:>7g}{r['batch_size']:>6}"
+              f"{r['max_grad_norm']:>5g}{r['epochs']:>4}{r['noise_multiplier']:>7.2f}"
+              f"{r['accuracy']:>8.4f}{r['nonprivate_accuracy']:>8.4f}{r['train_s']:>9.1f}"
+              f"{r['wall_s']:>8.1f}{r['overhead_fraction']:>9.1%}")  # fmt: skip
     print("published anchors (delta 1e-5):")
     for name, anchors in ANCHORS.items():
         for source, eps, acc in anchors:
