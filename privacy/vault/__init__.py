@@ -49,6 +49,9 @@ Protected:
 - *The web tier*, compromised or not: it holds public KEKs only (``Keyring.load(...,
   private=False)``), so it can encrypt new uploads but cannot unwrap any data key or read any
   stored file. It does see each upload's plaintext while it streams in; that is unavoidable.
+  The one exception is the listing wizard's upload awaiting its owner's choices: the web tier
+  re-reads it in memory only when the owner's page sends back the raw data key it was given
+  (the server keeps only that key's SHA-256 and the worker-wrapped key), then forgets it.
 - *Anyone who can edit files or rows*: any bit flip, truncation (including exactly at a segment
   boundary), reordering, duplication, dropping or appending of segments, header edit, body moved
   from another file, file moved to another dataset, or wrapped key moved to another dataset is
