@@ -50,6 +50,9 @@ class ColumnProfile:
     values: list[tuple[str, int]] = field(default_factory=list)  # the commonest, with counts
     categories: list[str] = field(default_factory=list)  # every value, as written
     counts: dict[str, int] = field(default_factory=dict)  # every value, as written: count
+    # A numeric column's numbers, as written: count (an owner may mark "-1" or "999" as
+    # missing; the wizard counts those cells with it). Owner only, never stored.
+    numbers: dict[str, int] = field(default_factory=dict)
     distinct: int = 0
 
     @property
@@ -144,6 +147,7 @@ def _profile_column(name: str, rows: int, cells: list[tuple[str | None, int]]) -
         column.minimum, column.maximum = min(numbers), max(numbers)
     if numeric and numbers and len(counts) > MAX_LABEL_CLASSES:
         column.kind = "numeric"
+        column.numbers = {cell: n for cell, n in counts.items() if cell.strip() not in marks}
     else:
         column.values = counts.most_common(MAX_VALUES)
         column.categories = sorted(counts)
@@ -165,6 +169,17 @@ def _distinct_cells(column: pa.ChunkedArray) -> list[tuple[str | None, int]]:
 
 
 def profile_table(table: pa.Table, fmt: str) -> FileProfile:
+    """Refuses, in words for the owner, what no listing could describe: a header naming a
+    column twice (Arrow would not tell the two apart) or a file without rows."""
+    names = table.column_names
+    twice = [n for n in dict.fromkeys(names) if names.count(n) > 1]
+    if twice:
+        raise ValidationFailed(
+            f"the file's header names the column “{twice[0]}” twice: give each column its own name",
+            details={"field": "file"},
+        )
+    if table.num_rows == 0:
+        raise ValidationFailed("the file has a header but no rows", details={"field": "file"})
     out = FileProfile(format=fmt, rows=table.num_rows)
     for name in table.column_names:
         column = table.column(name)

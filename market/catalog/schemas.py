@@ -25,7 +25,15 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from market.catalog.models import DatasetFormat, DatasetStatus
 from privacy.preprocessing import (
@@ -162,7 +170,7 @@ class DatasetCreate(_Strict):
     format: DatasetFormat
     label: Name | None = None
     columns: list[Column] | None = Field(default=None, min_length=1, max_length=MAX_COLUMNS)
-    trim_spaces: bool = Field(default=False, description=TRIM_SPACES_DOC)
+    trim_spaces: StrictBool = Field(default=False, description=TRIM_SPACES_DOC)
     missing_values: list[MissingMark] = Field(
         default_factory=list, max_length=MAX_MISSING_MARKS, description=MISSING_VALUES_DOC
     )
@@ -180,6 +188,20 @@ class DatasetCreate(_Strict):
         elif self.columns is None or self.image is not None or self.label is None:
             raise ValueError("a csv or parquet dataset declares 'columns' and its 'label' column")
         return self
+
+    @field_validator("trim_spaces")
+    @classmethod
+    def _names_trimmed(cls, value: bool, info: ValidationInfo) -> bool:
+        """The header's names are trimmed too: a padded name could never match the file
+        (a field's check, so that the 422 names ``trim_spaces``)."""
+        columns = info.data.get("columns") or []
+        names = [c.name for c in columns] + [info.data.get("label") or ""]
+        if value and (padded := next((n for n in names if n != n.strip()), None)):
+            raise ValueError(
+                f"with trim_spaces the file's header names are trimmed too: declare "
+                f"{padded.strip()!r}, not {padded!r}"
+            )
+        return value
 
     @field_validator("tags")
     @classmethod

@@ -151,12 +151,20 @@ def _check_header(found: list[str], declared: list[str]) -> None:
         )
     missing = [c for c in declared if c not in found]
     extra = [c for c in found if c not in declared]
-    if missing or extra or len(set(found)) != len(found):
+    twice = [c for c in dict.fromkeys(found) if found.count(c) > 1]
+    if missing or extra or twice:
+        message = "the file's columns do not match the declared columns"
+        if twice and not extra:
+            message = (
+                "the file's header names a column twice (with trim_spaces, after its names "
+                "are trimmed)"
+            )
         raise ValidationFailed(
-            "the file's columns do not match the declared columns",
+            message,
             details={
                 "missing": missing[:_MAX_LISTED_NAMES],
                 "undeclared": extra[:_MAX_LISTED_NAMES],
+                "twice": twice[:_MAX_LISTED_NAMES],
             },
         )
 

@@ -10,6 +10,7 @@ the field.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ FIELD_LABELS = {
     "price.per_run": "Price per run",
     "price.per_epsilon": "Price per unit of epsilon",
     "price.currency": "Currency",
+    "missing_values": "Cells that mean “missing”",
 }
 FIELD_IDS = {
     "privacy.epsilon_total": "epsilon_total",
@@ -52,7 +54,31 @@ FIELD_IDS = {
     "image.class_names": "class_names",
     "image.shape": "features_key",
     "image.pixel_range": "pixel_max",
+    "missing_values": "other_marks",
+    "body": "columns",
 }
+#: Pydantic's messages as people read them (the form's fields are text boxes, not types).
+PLAIN_WORDS = (
+    (r"Input should be a finite number", "write a number (not “nan” or “inf”)"),
+    (r"Input should be a valid (number|decimal).*", "write a number, e.g. 12.5"),
+    (r"String should have at least 1 character", "this cannot be empty"),
+    (r"String should have at most (\d+) characters?", r"at most \1 characters"),
+    (
+        r"List should have at least (\d+) items? after validation, not (\d+)",
+        r"at least \1 needed (\2 given)",
+    ),
+    (
+        r"List should have at most (\d+) items? after validation, not (\d+)",
+        r"at most \1 accepted (\2 given)",
+    ),
+    (r"String should match pattern .*", "use lowercase letters, digits, “.”, “_” or “-” only"),
+    (r"Decimal input should have no more than (\d+) digits? in total", r"at most \1 digits"),
+    (r"Decimal input should have no more than (\d+) decimal places?", r"at most \1 decimals"),
+    (r"Input should be greater than or equal to (\S+)", r"must be at least \1"),
+    (r"Input should be greater than (\S+)", r"must be more than \1"),
+    (r"Input should be less than or equal to (\S+)", r"must be at most \1"),
+    (r"Input should be less than (\S+)", r"must be less than \1"),
+)
 
 
 @dataclass
@@ -155,6 +181,7 @@ def _groups(column: ColumnProfile, *, trim: bool, marks: set[str]) -> tuple[Coun
         groups[raw.strip() if trim else raw] += count
     if column.kind == "numeric":
         missing += sum(n for m, n in column.marks.items() if m in marks)
+        missing += sum(n for raw, n in column.numbers.items() if raw.strip() in marks)
     return groups, missing
 
 
@@ -196,6 +223,16 @@ def _suggested_bounds(column: ColumnProfile) -> tuple[str, str]:
     return _fmt(low), _fmt(high)
 
 
+def _suggest_missing(choice: ColumnChoice) -> None:
+    """Missing cells filled with the lower bound (numeric) or kept as their own category."""
+    if choice.type == "numeric":
+        choice.on_missing = "fill" if choice.missing else "refuse"
+        choice.fill = choice.fill or choice.min
+    else:
+        choice.on_missing = "category" if choice.missing else "refuse"
+        choice.fill = choice.fill or (choice.categories[0].value if choice.categories else "")
+
+
 def initial_form(profile: FileProfile, *, title: str, currency: str) -> WizardForm:
     """The suggestions: every column published as detected, bounds rounded outwards, spaces
     trimmed if any value is padded, common missing marks read as missing and kept as their
@@ -219,12 +256,7 @@ def initial_form(profile: FileProfile, *, title: str, currency: str) -> WizardFo
         form.columns.append(choice)
     _fill_columns(form, {})
     for choice in form.columns:
-        if choice.type == "numeric":
-            choice.on_missing = "fill" if choice.missing else "refuse"
-            choice.fill = choice.min
-        else:
-            choice.on_missing = "category" if choice.missing else "refuse"
-            choice.fill = choice.categories[0].value if choice.categories else ""
+        _suggest_missing(choice)
     candidates = profile.label_candidates
     form.label = candidates[-1] if candidates else ""
     return form
@@ -265,6 +297,7 @@ def read_form(profile: FileProfile, data: MultiDict[str, str], *, currency: str)
     chosen = set(data.getlist("missing_marks"))
     form.marks = [(m, n, m in chosen) for m, n in _file_marks(profile).most_common()]
     kept: dict[int, set[str] | None] = {}
+    unasked: list[ColumnChoice] = []  # no missing cells were shown: nothing chosen yet
     for i, column in enumerate(profile.columns):
         key = f"c{i}"
         kind = data.get(f"{key}-type", column.kind)
@@ -287,16 +320,22 @@ def read_form(profile: FileProfile, data: MultiDict[str, str], *, currency: str)
             if choice.type == "numeric":
                 choice.min, choice.max = _suggested_bounds(column)
                 choice.fill = choice.min
+        if f"{key}-missing" not in data:
+            unasked.append(choice)
         form.columns.append(choice)
     _fill_columns(form, kept)
+    for choice in unasked:  # a mark chosen since makes cells missing: the suggestion
+        if choice.missing:
+            _suggest_missing(choice)
     return form
 
 
-def _number(text: str) -> float | str:
+def _number(text: str) -> float | str | None:
     try:
-        return float(text.strip())
+        value = float(text.strip())
     except ValueError:
         return text  # the schema says why it is not a number
+    return value if math.isfinite(value) else None  # "nan", "inf": not a number either
 
 
 def metadata_of(form: WizardForm) -> dict[str, Any]:
@@ -338,7 +377,8 @@ def metadata_of(form: WizardForm) -> dict[str, Any]:
         written = set(marks)
         if not form.trim_spaces:  # without trimming, a mark counts only as written
             for column in form.columns:
-                written |= {r for r in column.profile.counts if r.strip() in marks}
+                texts = [*column.profile.counts, *column.profile.numbers]
+                written |= {r for r in texts if r.strip() in marks}
         meta["missing_values"] = sorted(written)
     columns = []
     for choice in form.columns:
@@ -379,7 +419,8 @@ def _column_field(form: WizardForm, loc: list[str]) -> tuple[str, str]:
         choice = published[int(loc[1])]
     except (IndexError, ValueError):
         return "columns", "Columns"
-    part = loc[2] if len(loc) > 2 else ""
+    rest = [p for p in loc[2:] if p not in ("numeric", "categorical")]  # the union's tag
+    part = rest[0] if rest else ""
     where = {
         "min": ("min", "lower bound"),
         "max": ("max", "upper bound"),
@@ -404,13 +445,21 @@ def form_errors(form: WizardForm, exc: ValidationError) -> list[tuple[str, str]]
             name = "Images"
         else:
             key = ".".join(loc[:2])
-            target = FIELD_IDS.get(key, loc[0] if loc[0] != "body" else "")
+            target = FIELD_IDS.get(key) or FIELD_IDS.get(loc[0]) or loc[0]
             name = FIELD_LABELS.get(key, FIELD_LABELS.get(loc[0], ""))
         if message.startswith("Value error, "):
             message = message.removeprefix("Value error, ")
-            message = message[:1].upper() + message[1:]
+        message = _plain(message)
         out.append((target, f"{name}: {message}" if name else message))
     return out
+
+
+def _plain(message: str) -> str:
+    for pattern, words in PLAIN_WORDS:
+        if re.fullmatch(pattern, message):
+            message = re.sub(pattern, words, message)
+            break
+    return message[:1].upper() + message[1:]
 
 
 def problem_field(form: WizardForm, details: dict[str, Any]) -> str:
@@ -434,8 +483,18 @@ def problem_field(form: WizardForm, details: dict[str, Any]) -> str:
 def validate(form: WizardForm) -> tuple[DatasetCreate | None, list[tuple[str, str]]]:
     """The metadata the form describes, or the errors to show."""
     errors: list[tuple[str, str]] = []
-    if form.format != "npz":
+    if form.format == "npz":
+        errors = _image_errors(form)
+    else:
         for choice in form.columns:
+            if choice.publish and not (choice.name.strip() if form.trim_spaces else choice.name):
+                errors.append(
+                    (
+                        f"{choice.id}-publish",
+                        f"Column {choice.index + 1} has no name in your file's header: leave "
+                        "it out, or name it in the file and choose the file again.",
+                    )
+                )
             if choice.publish and choice.name == form.label and choice.missing:
                 errors.append(
                     (
@@ -454,6 +513,31 @@ def validate(form: WizardForm) -> tuple[DatasetCreate | None, list[tuple[str, st
         return DatasetCreate.model_validate(metadata_of(form)), []
     except ValidationError as exc:
         return None, form_errors(form, exc)
+
+
+def _image_errors(form: WizardForm) -> list[tuple[str, str]]:
+    """The NPZ choices checked against the archive's arrays, before the schema's words."""
+    shapes = {key: shape for key, shape, _ in form.arrays}
+    errors = []
+    if len(shapes.get(form.features_key, [])) not in (3, 4):
+        errors.append(
+            (
+                "features_key",
+                "Images: choose the array that holds the images (one image per row: "
+                "rows × height × width, or rows × channels × height × width).",
+            )
+        )
+    if len(shapes.get(form.labels_key, [])) != 1 or form.labels_key == form.features_key:
+        errors.append(
+            (
+                "labels_key",
+                "Images: choose the array that holds the labels (one class number per image).",
+            )
+        )
+    names = [n for n in form.class_names.replace("\n", ",").split(",") if n.strip()]
+    if len(names) < 2:
+        errors.append(("class_names", "Images: name each class, in label order (at least two)."))
+    return errors
 
 
 __all__ = [

@@ -1,0 +1,173 @@
+"""A new owner's and an attacker's inputs to the wizard and the metadata API: each is a
+form error worded for people, on its field, or a 4xx JSON error; never a 500, never a file
+left behind for a refused inspection."""
+
+from __future__ import annotations
+
+import io
+import random
+import re
+from html import unescape
+
+import numpy as np
+import pytest
+
+from market.accounts.models import Role
+from tests.catalog.conftest import cancer_rows, metadata, to_csv
+from tests.catalog.test_wizard import (
+    _count,
+    _inspect,
+    adult_like,
+    list_step,
+    listed_files,
+    staged_files,
+    wizard_fields,
+)
+from tests.conftest import TEST_PASSWORD
+from tests.helpers import login
+
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+def _summary(response) -> str:
+    page = unescape(response.get_data(as_text=True))
+    return page[page.index('data-testid="error-summary"') :].split("</div>")[0]
+
+
+def _field_error(response, field: str) -> str:
+    page = unescape(response.get_data(as_text=True))
+    assert re.search(rf'id="{field}"[^>]*aria-invalid="true"', page), f"{field} not marked"
+    found = re.search(rf'<p class="field-error error" id="{field}-error"[^>]*>([^<]*)</p>', page)
+    assert found, f"no error shown on {field}"
+    return found[1]
+
+
+def _owner(client, make_user) -> None:
+    owner = make_user(Role.OWNER)
+    login(client, owner.email, TEST_PASSWORD)
+
+
+def _form(client, body: bytes = b"", name: str = "adult.csv"):
+    page = _inspect(client, body or adult_like(200), name)
+    assert page.status_code == 200, _summary(page)
+    return wizard_fields(unescape(page.get_data(as_text=True)))
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b"a,a,y\n1,2,x\n3,4,z\n", "names the column “a” twice"),
+        (b"a,b,y\n", "has a header but no rows"),
+    ],
+)
+def test_a_file_no_listing_could_describe_is_refused_at_once_and_not_kept(
+    app, client, make_user, body: bytes, words: str
+) -> None:
+    _owner(client, make_user)
+    refused = _inspect(client, body)
+    assert refused.status_code == 422  # was a 500 for a repeated header name
+    assert words in _summary(refused)
+    assert words in _field_error(refused, "file")
+    assert staged_files(app) == [] and _count(app) == 0
+
+
+def test_a_number_marked_missing_in_a_numeric_column_is_counted_and_filled(
+    app, client, make_user
+) -> None:
+    rng = random.Random(3)
+    lines = ["age,hours,income"]
+    for i in range(200):
+        age = -1 if i % 10 == 0 else rng.randint(17, 90)  # -1: "unknown", as some files do
+        lines.append(f"{age},{rng.randint(1, 99)},{rng.choice(['<=50K', '>50K'])}")
+    _owner(client, make_user)
+    fields = _form(client, ("\n".join(lines) + "\n").encode())
+    fields["other_marks"] = "-1"
+    page = list_step(client, fields, use="refresh")
+    fields = wizard_fields(unescape(page.get_data(as_text=True)))
+    # The age column now offers what to do with its 20 missing cells, filled by default.
+    assert fields["c0-missing"] == "fill"
+    fields["c0-min"], fields["c0-fill"] = "10", "40"
+    listed = list_step(client, fields)
+    assert listed.status_code == 303, _summary(listed)
+    assert _count(app) == 1 and staged_files(app) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        ({"c0-min": "nan"}, "c0-min", "Write a number"),
+        ({"c0-max": "inf"}, "c0-max", "Write a number"),
+        ({"epsilon_total": "nan"}, "epsilon_total", "Write a number"),
+        ({"other_marks": "x" * 60}, "other_marks", "At most 40 characters"),
+        ({"other_marks": ",".join(f"m{i}" for i in range(30))}, "other_marks", "At most 20"),
+        ({"tags": "Hello World!"}, "tags", "lowercase letters"),
+        ({"per_run": "1e40"}, "per_run", "At most 12 digits"),
+    ],
+)
+def test_wrong_entries_are_shown_on_their_field_in_plain_words(
+    app, client, make_user, change: dict[str, str], field: str, words: str
+) -> None:
+    _owner(client, make_user)
+    fields = _form(client)
+    for name, value in change.items():
+        fields[name] = value
+    refused = list_step(client, fields)
+    assert refused.status_code == 422
+    summary = _summary(refused)
+    assert f'href="#{field}"' in summary and words in summary
+    assert "Input should" not in summary and "String should" not in summary
+    assert words in _field_error(refused, field)
+    assert _count(app) == 0 and len(staged_files(app)) == 2  # the upload waits
+
+
+def test_a_column_without_a_name_is_explained(app, client, make_user) -> None:
+    _owner(client, make_user)
+    fields = _form(client, to_csv(cancer_rows(60)).replace(b"mean texture", b"", 1))
+    refused = list_step(client, fields)
+    assert "Column 2 has no name" in _field_error(refused, "c1-publish")
+    del fields["c1-publish"]  # left out, it lists
+    assert list_step(client, fields).status_code == 303
+
+
+def test_an_error_on_all_columns_points_at_something_on_the_page(app, client, make_user) -> None:
+    _owner(client, make_user)
+    fields = _form(client)
+    for i in range(5):
+        fields.pop(f"c{i}-publish", None)
+    fields["c4-publish"] = "on"  # the label only
+    refused = list_step(client, fields)
+    assert 'href="#columns"' in _summary(refused)
+    assert 'id="columns"' in refused.get_data(as_text=True)
+
+
+def test_an_archive_whose_arrays_do_not_fit_is_explained(app, client, make_user) -> None:
+    sink = io.BytesIO()
+    np.savez(sink, a=np.zeros((300, 8, 8), np.float32), b=np.zeros((300, 2), np.int64))
+    _owner(client, make_user)
+    fields = _form(client, sink.getvalue(), "digits.npz")
+    fields["features_key"] = "zzz"
+    refused = list_step(client, fields)
+    assert refused.status_code == 422
+    assert "choose the array that holds the images" in _field_error(refused, "features_key")
+    assert "choose the array that holds the labels" in _field_error(refused, "labels_key")
+    assert "name each class" in _field_error(refused, "class_names")
+    assert "List should" not in _summary(refused)
+    assert _count(app) == 0 and listed_files(app) == []
+
+
+def test_the_api_refuses_trim_choices_that_could_never_match(client, owner, upload) -> None:
+    _, headers = owner
+    lax = client.post("/api/v1/datasets", json=metadata(trim_spaces="yes"), headers=headers)
+    assert lax.status_code == 422 and "trim_spaces" in lax.get_data(as_text=True)
+    padded = metadata(trim_spaces=True)
+    padded["columns"][0]["name"] = " mean radius"
+    refused = client.post("/api/v1/datasets", json=padded, headers=headers)
+    assert refused.status_code == 422
+    assert "header names are trimmed too" in refused.get_json()["error"]["message"]
+    draft = client.post("/api/v1/datasets", json=metadata(trim_spaces=True), headers=headers)
+    body = to_csv(cancer_rows(60)).replace(b"mean radius,", b" mean texture,", 1)
+    put = upload(headers, draft.get_json()["id"], body)
+    assert put.status_code == 422
+    error = put.get_json()["error"]
+    assert error["details"]["twice"] == ["mean texture"]
+    assert "names a column twice" in error["message"]
