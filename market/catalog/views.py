@@ -168,6 +168,7 @@ def _wizard_page(
         partial=staged.plaintext_bytes > services().settings.catalog.max_in_memory_bytes,
         page_errors=page_errors or [],
         field_errors=dict(page_errors or []),
+        rare_rows=wizard.RARE_ROWS,
     )
 
 

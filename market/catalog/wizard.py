@@ -27,6 +27,8 @@ MISSING_CHOICES = ("category", "fill", "refuse")
 MISSING_CATEGORY_NAMES = ("missing", "(missing)", "unknown")
 #: Categories offered as checkboxes per column; a column with more is better numeric or left out.
 MAX_OFFERED = 200
+#: A category found in fewer rows is rare: publishing its name says a few rows hold it.
+RARE_ROWS = 5
 FIELD_LABELS = {
     "title": "Title",
     "description": "Description",
@@ -117,6 +119,18 @@ class ColumnChoice:
     @property
     def numeric_possible(self) -> bool:
         return self.profile.minimum is not None
+
+    @property
+    def rare(self) -> int:
+        """Offered categories found in fewer than RARE_ROWS rows (their names go public)."""
+        return sum(1 for c in self.categories if c.count < RARE_ROWS)
+
+    @property
+    def identifying(self) -> bool:
+        """Too many values to offer, or mostly values of one row each (names, ids): not
+        publishable as categories, and publishing them would name rows."""
+        found = len(self.categories)
+        return self.hidden_categories > 0 or (found > 2 and self.rare * 2 > found)
 
 
 @dataclass
@@ -259,6 +273,9 @@ def initial_form(profile: FileProfile, *, title: str, currency: str) -> WizardFo
         _suggest_missing(choice)
     candidates = profile.label_candidates
     form.label = candidates[-1] if candidates else ""
+    for choice in form.columns:  # suggested left out: its categories would name rows
+        if choice.type == "categorical" and choice.name != form.label and choice.identifying:
+            choice.publish = False
     return form
 
 

@@ -171,3 +171,30 @@ def test_the_api_refuses_trim_choices_that_could_never_match(client, owner, uplo
     error = put.get_json()["error"]
     assert error["details"]["twice"] == ["mean texture"]
     assert "names a column twice" in error["message"]
+
+
+def test_a_column_of_names_is_suggested_left_out_and_its_names_stay_private(
+    app, client, make_user
+) -> None:
+    rng = random.Random(11)
+    lines = ["name,age,ward,outcome"]
+    for i in range(120):
+        ward = "isolation" if i == 5 else rng.choice(["north", "south"])  # one rare category
+        outcome = rng.choice(["alive", "dead"])
+        lines.append(f"Person{i:03d}x,{rng.randint(18, 90)},{ward},{outcome}")
+    _owner(client, make_user)
+    page = _inspect(client, ("\n".join(lines) + "\n").encode(), "patients.csv")
+    html = unescape(page.get_data(as_text=True))
+    fields = wizard_fields(html)
+    assert "c0-publish" not in fields  # the names: suggested left out
+    assert "c2-publish" in fields  # a column with one rare category stays, with a note
+    assert "most values of this column belong to one row each" in html
+    assert "One of these categories occurs in fewer than 5 rows" in html  # "isolation"
+    listed = list_step(client, fields)
+    assert listed.status_code == 303, _summary(listed)
+    with app.extensions["market"].database.read() as session:
+        from market.catalog.models import Dataset
+
+        row = session.get(Dataset, listed.headers["Location"].rsplit("/", 1)[1])
+        assert row is not None
+        assert "Person" not in str(row.data_schema)

@@ -17,4 +17,14 @@
     form.action = form.action.split("#")[0] + "#" + (column ? column.id : "choose-heading");
     form.requestSubmit(apply);
   });
+  // Enter in "Other marks" applies them (elsewhere it lists, the form's default button).
+  var marks = form.querySelector("#other_marks");
+  if (marks) {
+    marks.addEventListener("keydown", function (event) {
+      if (event.key !== "Enter") return;
+      event.preventDefault();
+      form.action = form.action.split("#")[0] + "#choose-heading";
+      form.requestSubmit(apply);
+    });
+  }
 })();
