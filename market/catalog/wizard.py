@@ -42,6 +42,7 @@ FIELD_LABELS = {
     "price.per_epsilon": "Price per unit of epsilon",
     "price.currency": "Currency",
     "missing_values": "Cells that mean “missing”",
+    "privacy": "Largest epsilon of one run",
 }
 FIELD_IDS = {
     "privacy.epsilon_total": "epsilon_total",
@@ -80,6 +81,10 @@ PLAIN_WORDS = (
     (r"Input should be greater than (\S+)", r"must be more than \1"),
     (r"Input should be less than or equal to (\S+)", r"must be at most \1"),
     (r"Input should be less than (\S+)", r"must be less than \1"),
+    (r"max_epsilon_per_run cannot exceed epsilon_total", "cannot exceed the total budget"),
+    (r"fill must be one of its categories", "choose one of the categories kept"),
+    (r"fill must lie between min and max", "must lie between the bounds"),
+    (r"max must be greater than min", "must be greater than the lower bound"),
 )
 
 
@@ -455,7 +460,14 @@ def form_errors(form: WizardForm, exc: ValidationError) -> list[tuple[str, str]]
         loc = error["field"].split(".")
         message = error["message"]
         message = message[:1].upper() + message[1:]
+        if message.startswith("Value error, "):
+            message = message.removeprefix("Value error, ")
         if loc[0] == "columns" and len(loc) > 1:
+            # A column's own check names the column and the part it concerns.
+            message = re.sub(r"^column '.*?': ", "", message, flags=re.DOTALL)
+            if len([p for p in loc[2:] if p not in ("numeric", "categorical")]) == 0:
+                part = "fill" if message.startswith("fill") else "max" if "max" in message else ""
+                loc = [*loc[:2], part]
             target, name = _column_field(form, loc)
         elif loc[0] == "image":
             target = FIELD_IDS.get(".".join(loc[:2]), "features_key")
@@ -464,8 +476,6 @@ def form_errors(form: WizardForm, exc: ValidationError) -> list[tuple[str, str]]
             key = ".".join(loc[:2])
             target = FIELD_IDS.get(key) or FIELD_IDS.get(loc[0]) or loc[0]
             name = FIELD_LABELS.get(key, FIELD_LABELS.get(loc[0], ""))
-        if message.startswith("Value error, "):
-            message = message.removeprefix("Value error, ")
         message = _plain(message)
         out.append((target, f"{name}: {message}" if name else message))
     return out
@@ -504,6 +514,15 @@ def validate(form: WizardForm) -> tuple[DatasetCreate | None, list[tuple[str, st
         errors = _image_errors(form)
     else:
         for choice in form.columns:
+            kept = [c for c in choice.categories if c.keep]
+            if choice.publish and choice.type == "categorical" and choice.categories and not kept:
+                errors.append(
+                    (
+                        f"{choice.id}-categories",
+                        f"Column “{choice.name}”: keep at least one category, or leave the "
+                        "column out.",
+                    )
+                )
             if choice.publish and not (choice.name.strip() if form.trim_spaces else choice.name):
                 errors.append(
                     (

@@ -102,15 +102,22 @@ def test_a_number_marked_missing_in_a_numeric_column_is_counted_and_filled(
         ({"other_marks": ",".join(f"m{i}" for i in range(30))}, "other_marks", "At most 20"),
         ({"tags": "Hello World!"}, "tags", "lowercase letters"),
         ({"per_run": "1e40"}, "per_run", "At most 12 digits"),
+        ({"c0-min": "90", "c0-max": "10"}, "c0-max", "greater than the lower bound"),
+        ({"c1-missing": "fill", "c1-fill": "Nope"}, "c1-fill", "one of the categories kept"),
+        ({"max_epsilon_per_run": "50"}, "max_epsilon_per_run", "Cannot exceed the total"),
+        ({"c1-keep": None}, "c1-categories", "keep at least one category"),
     ],
 )
 def test_wrong_entries_are_shown_on_their_field_in_plain_words(
-    app, client, make_user, change: dict[str, str], field: str, words: str
+    app, client, make_user, change: dict[str, str | None], field: str, words: str
 ) -> None:
     _owner(client, make_user)
     fields = _form(client)
     for name, value in change.items():
-        fields[name] = value
+        if value is None:
+            fields.pop(name)
+        else:
+            fields[name] = value
     refused = list_step(client, fields)
     assert refused.status_code == 422
     summary = _summary(refused)
