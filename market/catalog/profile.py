@@ -99,13 +99,15 @@ def _step(value: float) -> float:
 def nice_floor(value: float) -> float:
     """Rounded down to the value's leading digit: 17.3 -> 10, 0.042 -> 0.04, -3.2 -> -4."""
     step = _step(value)
-    return float(Decimal(str(math.floor(value / step) * step)).normalize())
+    rounded = float(Decimal(str(math.floor(value / step) * step)).normalize())
+    return rounded if math.isfinite(rounded) else value  # near the largest float
 
 
 def nice_ceil(value: float) -> float:
     """Rounded up to the value's leading digit: 90 -> 90, 91.2 -> 100, 0.042 -> 0.05."""
     step = _step(value)
-    return float(Decimal(str(math.ceil(value / step) * step)).normalize())
+    rounded = float(Decimal(str(math.ceil(value / step) * step)).normalize())
+    return rounded if math.isfinite(rounded) else value  # near the largest float
 
 
 def _number(text: str) -> float | None:

@@ -495,9 +495,17 @@ def problem_field(form: WizardForm, details: dict[str, Any]) -> str:
     names = {c.name: c.id for c in form.columns}
     names.update({c.name.strip(): c.id for c in form.columns})
     counted = details.get("columns")
-    for name in counted if isinstance(counted, dict) else {}:
-        if name in names:
-            return f"{names[name]}-publish"
+    shown = {c.id: c for c in form.columns}
+    for name, kinds in counted.items() if isinstance(counted, dict) else []:
+        if name not in names:
+            continue
+        choice = shown[names[name]]
+        kinds = kinds if isinstance(kinds, dict) else {}
+        if choice.type == "numeric" and "out_of_range" in kinds:
+            return f"{choice.id}-min"  # the bounds, where the range is said
+        if choice.type == "categorical" and "unknown_category" in kinds and choice.categories:
+            return f"{choice.id}-categories"
+        return f"{choice.id}-publish"
     found = str(details.get("field") or details.get("column") or "")
     if found in names:
         return f"{names[found]}-publish"

@@ -205,3 +205,24 @@ def test_a_column_of_names_is_suggested_left_out_and_its_names_stay_private(
         row = session.get(Dataset, listed.headers["Location"].rsplit("/", 1)[1])
         assert row is not None
         assert "Person" not in str(row.data_schema)
+
+
+def test_values_outside_the_bounds_point_at_the_bounds(app, client, make_user) -> None:
+    _owner(client, make_user)
+    fields = _form(client)
+    fields["c0-min"] = "30"  # ages 17..29 fall below
+    refused = list_step(client, fields)
+    assert "out of range" in _field_error(refused, "c0-min")
+    fields["c0-min"] = "10"
+    fields.poplist("c1-keep")
+    fields.add("c1-keep", "Private")  # the other workclasses' rows are refused
+    refused = list_step(client, fields)
+    assert _field_error(refused, "c1-categories")
+    assert _count(app) == 0 and listed_files(app) == []
+
+
+def test_bounds_suggested_near_the_largest_float_stay_numbers(database_url: str) -> None:
+    from market.catalog.profile import nice_ceil, nice_floor
+
+    assert nice_ceil(1.5e308) == 1.5e308 and nice_floor(-1.7e308) == -1.7e308
+    assert nice_ceil(91.2) == 100 and nice_floor(-3.2) == -4
