@@ -107,6 +107,15 @@ def _norm(value: Any) -> str:
     return str(value)
 
 
+def cell_text(value: Any) -> str | None:
+    """A typed cell (Parquet, NumPy) as the listing reads it: None when missing (null,
+    NaN), else the text categories are compared as (1.0 -> "1", True -> "true"). The
+    listing wizard suggests categories with it, so they match what is checked."""
+    if value is None or (isinstance(value, float | np.floating) and math.isnan(value)):
+        return None
+    return value if isinstance(value, str) else _norm(value)
+
+
 def _categories(raw: Any, where: str) -> list[str]:
     if not isinstance(raw, list) or not raw:
         raise _schema_error(f"{where} needs a non-empty 'categories' list", field=where)

@@ -226,3 +226,28 @@ def test_bounds_suggested_near_the_largest_float_stay_numbers(database_url: str)
 
     assert nice_ceil(1.5e308) == 1.5e308 and nice_floor(-1.7e308) == -1.7e308
     assert nice_ceil(91.2) == 100 and nice_floor(-3.2) == -4
+
+
+def test_typed_parquet_columns_are_suggested_as_the_listing_reads_them(
+    app, client, make_user
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = 80
+    table = pa.table(
+        {
+            "smoker": pa.array([i % 3 == 0 for i in range(rows)]),  # was "True": refused
+            "score": pa.array([float("nan") if i % 9 == 0 else i / 2 for i in range(rows)]),
+            "outcome": pa.array([float(i % 2) for i in range(rows)]),  # 0.0/1.0: "0", "1"
+        }
+    )
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    _owner(client, make_user)
+    fields = _form(client, sink.getvalue(), "typed.parquet")
+    assert sorted(fields.getlist("c0-keep")) == ["false", "true"]
+    assert fields["c1-type"] == "numeric" and fields["c1-missing"] == "fill"  # NaN: missing
+    assert fields["label"] == "outcome"
+    listed = list_step(client, fields)
+    assert listed.status_code == 303, _summary(listed)
