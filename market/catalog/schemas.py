@@ -189,6 +189,19 @@ class DatasetCreate(_Strict):
             raise ValueError("a csv or parquet dataset declares 'columns' and its 'label' column")
         return self
 
+    @field_validator("missing_values")
+    @classmethod
+    def _marks_trimmed(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        """Cells are trimmed before they are compared with the marks: a padded mark would
+        never match."""
+        padded = next((m for m in value if m != m.strip()), None)
+        if info.data.get("trim_spaces") and padded is not None:
+            raise ValueError(
+                f"with trim_spaces cells are trimmed before they are compared: declare "
+                f"{padded.strip()!r}, not {padded!r}"
+            )
+        return value
+
     @field_validator("trim_spaces")
     @classmethod
     def _names_trimmed(cls, value: bool, info: ValidationInfo) -> bool:

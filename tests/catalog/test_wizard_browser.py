@@ -110,6 +110,18 @@ def test_the_wizard_at_both_widths_with_a_mistake_and_nothing_on_disk(
             page.wait_for_url(live_server + "/")
             page.goto(live_server + "/datasets/new")
             _measure(page, bad, "step 1")
+            # A file no listing could describe: the reason at the top and on the field.
+            twice = tmp_path / "twice.csv"
+            twice.write_bytes(f"{LONG_NAME},{LONG_NAME},y\n1,2,a\n3,4,b\n".encode())
+            page.set_input_files("#file", str(twice))
+            expected_422["on"] = True
+            page.click("[data-testid=inspect]")
+            page.locator("[data-testid=error-summary]").wait_for()
+            expected_422["on"] = False
+            assert "twice" in page.inner_text("[data-testid=error-summary]")
+            assert "twice" in page.inner_text("#file-error")
+            assert page.get_attribute("#file", "aria-describedby") == "file-error"
+            _measure(page, bad, "step 1 error")
             page.set_input_files("#file", str(source))
             page.click("[data-testid=inspect]")
             page.locator("[data-testid=profile]").wait_for()

@@ -171,6 +171,10 @@ def test_the_api_refuses_trim_choices_that_could_never_match(client, owner, uplo
     refused = client.post("/api/v1/datasets", json=padded, headers=headers)
     assert refused.status_code == 422
     assert "header names are trimmed too" in refused.get_json()["error"]["message"]
+    mark = metadata(trim_spaces=True, missing_values=[" ?"])
+    refused = client.post("/api/v1/datasets", json=mark, headers=headers)
+    assert refused.status_code == 422
+    assert "trimmed before they are compared" in refused.get_json()["error"]["message"]
     draft = client.post("/api/v1/datasets", json=metadata(trim_spaces=True), headers=headers)
     body = to_csv(cancer_rows(60)).replace(b"mean radius,", b" mean texture,", 1)
     put = upload(headers, draft.get_json()["id"], body)
