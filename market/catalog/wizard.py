@@ -213,6 +213,12 @@ def _missing_category(groups: Counter[str]) -> str:
     return f"missing ({len(groups)})"
 
 
+def _sent(value: str) -> str:
+    """A value as a browser sends it back, for comparison: form submission turns every
+    line break into CRLF (a quoted CSV cell may hold one); spaces as trimming would."""
+    return value.replace("\r\n", "\n").replace("\r", "\n").strip()
+
+
 def _fill_columns(form: WizardForm, kept: dict[int, set[str] | None]) -> None:
     """(Re)compute each row's categories and missing cells from the trim and mark choices;
     ``kept``: per column, the categories the owner ticked (None: all, as suggested)."""
@@ -220,12 +226,16 @@ def _fill_columns(form: WizardForm, kept: dict[int, set[str] | None]) -> None:
     for choice in form.columns:
         groups, missing = _groups(choice.profile, trim=form.trim_spaces, marks=marks)
         ticked = kept.get(choice.index)
-        stripped = {k.strip() for k in ticked} if ticked is not None else None
+        stripped = {_sent(k) for k in ticked} if ticked is not None else None
         ordered = sorted(groups.items(), key=lambda kv: (-kv[1], kv[0]))
         choice.categories = [
-            Category(value, count, stripped is None or value.strip() in stripped)
+            Category(value, count, stripped is None or _sent(value) in stripped)
             for value, count in ordered[:MAX_OFFERED]
         ]
+        if choice.type == "categorical" and choice.fill not in groups:
+            # The fill as the browser sent it, matched back to the category it names.
+            found = (v for v, _ in ordered if _sent(v) == _sent(choice.fill))
+            choice.fill = next(found, choice.fill)
         choice.hidden_categories = max(0, len(ordered) - MAX_OFFERED)
         choice.missing = missing
         choice.missing_mark = _missing_category(groups)

@@ -255,3 +255,18 @@ def test_typed_parquet_columns_are_suggested_as_the_listing_reads_them(
     assert fields["label"] == "outcome"
     listed = list_step(client, fields)
     assert listed.status_code == 303, _summary(listed)
+
+
+def test_a_category_holding_a_line_break_survives_the_browser(app, client, make_user) -> None:
+    rng = random.Random(2)
+    lines = ["note,age,outcome"]
+    for i in range(120):
+        note = '"two\nlines"' if i % 3 == 0 else "one line"
+        lines.append(f"{note},{rng.randint(18, 90)},{rng.choice(['alive', 'dead'])}")
+    _owner(client, make_user)
+    fields = _form(client, ("\n".join(lines) + "\n").encode(), "notes.csv")
+    assert "two\nlines" in fields.getlist("c0-keep")
+    # As a browser sends a form: every line break in a value becomes CRLF.
+    fields.setlist("c0-keep", [v.replace("\n", "\r\n") for v in fields.getlist("c0-keep")])
+    listed = list_step(client, fields)
+    assert listed.status_code == 303, _summary(listed)
