@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import math
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -33,6 +34,10 @@ from privacy.preprocessing import cell_text
 MAX_VALUES = 40
 # A column with at most this many distinct values is offered as a label.
 MAX_LABEL_CLASSES = 20
+# Distinct values kept per column (the commonest): a column with more is numeric, or names
+# rows and is suggested left out; the wizard offers 200 of them at most.
+MAX_DISTINCT_KEPT = 20_000
+_SLICE = 1 << 16
 # Cells read as missing by people, though not by the listing: named as problems.
 MISSING_MARKS = ("?", "NA", "N/A", "null", "NULL", "-")
 
@@ -119,12 +124,14 @@ def _number(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _profile_column(name: str, rows: int, cells: list[tuple[str | None, int]]) -> ColumnProfile:
-    """A column from its distinct cells and their counts (the rules run once per value)."""
+def _profile_column(name: str, rows: int, cells: Iterable[tuple[str | None, int]]) -> ColumnProfile:
+    """A column from its distinct cells and their counts (the rules run once per value).
+    At most MAX_DISTINCT_KEPT values are kept (the commonest: see _distinct_cells); the
+    others still count for the range, the marks, the spaces and ``distinct``."""
     column = ColumnProfile(name=name, kind="categorical", rows=rows)
     counts: Counter[str] = Counter()
     marks: Counter[str] = Counter()
-    numbers: list[float] = []
+    low = high = math.nan
     numeric = True
     for cell, n in cells:
         if cell is None or cell.strip() == "":
@@ -134,7 +141,9 @@ def _profile_column(name: str, rows: int, cells: list[tuple[str | None, int]]) -
             column.padded += n
             if len(column.padded_examples) < 3 and cell not in column.padded_examples:
                 column.padded_examples.append(cell)
-        counts[cell] += n
+        column.distinct += 1
+        if len(counts) < MAX_DISTINCT_KEPT:
+            counts[cell] += n
         if cell.strip() in MISSING_MARKS:
             marks[cell.strip()] += n
             continue
@@ -143,12 +152,13 @@ def _profile_column(name: str, rows: int, cells: list[tuple[str | None, int]]) -
             if value is None:
                 numeric = False
             else:
-                numbers.append(value)
+                low = value if math.isnan(low) else min(low, value)
+                high = value if math.isnan(high) else max(high, value)
     column.marks = dict(marks)
-    column.distinct = len(counts)
-    if numeric and numbers:  # a few distinct numbers may still be published as numeric
-        column.minimum, column.maximum = min(numbers), max(numbers)
-    if numeric and numbers and len(counts) > MAX_LABEL_CLASSES:
+    found = numeric and not math.isnan(low)  # some number was read
+    if found:  # a few distinct numbers may still be published as numeric
+        column.minimum, column.maximum = low, high
+    if found and column.distinct > MAX_LABEL_CLASSES:
         column.kind = "numeric"
         column.numbers = {cell: n for cell, n in counts.items() if cell.strip() not in marks}
     else:
@@ -158,17 +168,29 @@ def _profile_column(name: str, rows: int, cells: list[tuple[str | None, int]]) -
     return column
 
 
-def _distinct_cells(column: pa.ChunkedArray) -> list[tuple[str | None, int]]:
+def _distinct_cells(column: pa.ChunkedArray) -> Iterator[tuple[str | None, int]]:
     """Each distinct cell (as text, in first-seen order) with its count: Arrow counts, so
-    a 32 MB CSV is profiled in a fraction of a second instead of cell by cell (3.6 s)."""
-    if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
-        # As the listing reads typed cells (True is "true", 1.0 is "1", NaN is missing), so
-        # the categories suggested are the ones checked.
+    a 32 MB CSV is profiled in a fraction of a second instead of cell by cell (3.6 s).
+
+    Typed cells are read as the listing reads them (True is "true", 1.0 is "1", NaN is
+    missing), so the categories suggested are the ones checked. Memory is bounded: the
+    cells come slice by slice, and a column with more than MAX_DISTINCT_KEPT distinct
+    values gives its commonest first (a million ids held 0.3 GB, then the form 2 s more)."""
+    text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+    try:
+        tallies = pc.value_counts(column)
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):  # nested types: as text first
         column = pa.chunked_array([[cell_text(v) for v in column.to_pylist()]], type=pa.string())
-    tallies = pc.value_counts(column)
-    values = tallies.field("values").to_pylist()
-    counts = tallies.field("counts").to_pylist()
-    return list(zip(values, counts, strict=True))
+        tallies, text = pc.value_counts(column), True
+    if len(tallies) > MAX_DISTINCT_KEPT:
+        order = pc.array_sort_indices(tallies.field("counts"), order="descending")
+        tallies = tallies.take(order)
+    for start in range(0, len(tallies), _SLICE):
+        part = tallies.slice(start, _SLICE)
+        values = part.field("values").to_pylist()
+        if not text:
+            values = [cell_text(v) for v in values]
+        yield from zip(values, part.field("counts").to_pylist(), strict=True)
 
 
 def profile_table(table: pa.Table, fmt: str) -> FileProfile:

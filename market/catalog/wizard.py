@@ -236,7 +236,10 @@ def _fill_columns(form: WizardForm, kept: dict[int, set[str] | None]) -> None:
             # The fill as the browser sent it, matched back to the category it names.
             found = (v for v, _ in ordered if _sent(v) == _sent(choice.fill))
             choice.fill = next(found, choice.fill)
+        unread = choice.profile.distinct - len(choice.profile.counts)  # beyond the kept
         choice.hidden_categories = max(0, len(ordered) - MAX_OFFERED)
+        if choice.profile.counts and unread > 0:
+            choice.hidden_categories += unread
         choice.missing = missing
         choice.missing_mark = _missing_category(groups)
 

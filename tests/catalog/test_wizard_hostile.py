@@ -270,3 +270,21 @@ def test_a_category_holding_a_line_break_survives_the_browser(app, client, make_
     fields.setlist("c0-keep", [v.replace("\n", "\r\n") for v in fields.getlist("c0-keep")])
     listed = list_step(client, fields)
     assert listed.status_code == 303, _summary(listed)
+
+
+def test_a_column_of_many_distinct_values_is_profiled_in_bounded_memory(
+    monkeypatch: pytest.MonkeyPatch, database_url: str
+) -> None:
+    from market.catalog import profile, wizard
+
+    monkeypatch.setattr(profile, "MAX_DISTINCT_KEPT", 50)
+    lines = ["id,amount,outcome"]
+    for i in range(300):
+        name = "common" if i % 10 == 0 else f"user{i:04d}"
+        lines.append(f"{name},{i * 1.5 - 7},{'ab'[i % 2]}")
+    found = profile.profile_file("csv", ("\n".join(lines) + "\n").encode())
+    ids, amount = found.columns[0], found.columns[1]
+    assert ids.distinct == 271 and len(ids.counts) == 50 and ids.counts["common"] == 30
+    assert (amount.kind, amount.minimum, amount.maximum) == ("numeric", -7.0, 441.5)
+    form = wizard.initial_form(found, title="t", currency="EUR")
+    assert form.columns[0].hidden_categories == 271 - 50 and not form.columns[0].publish
