@@ -27,6 +27,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from market.catalog import limits
+from market.catalog.validation import csv_error
 from market.errors import ValidationFailed
 from privacy.preprocessing import cell_text
 
@@ -215,6 +216,8 @@ def profile_table(table: pa.Table, fmt: str) -> FileProfile:
 def profile_file(fmt: str, data: bytes) -> FileProfile:
     """Profile a CSV, Parquet or NPZ file held in memory (the caller bounds its size)."""
     try:
+        if fmt == "csv" and data.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16's marks
+            raise UnicodeDecodeError("utf-8", data[:2], 0, 2, "a UTF-16 byte order mark")
         if fmt == "csv":
             table = pa_csv.read_csv(
                 io.BytesIO(data),
@@ -229,11 +232,25 @@ def profile_file(fmt: str, data: bytes) -> FileProfile:
             return profile_table(pq.read_table(io.BytesIO(data)), fmt)
         if fmt == "npz":
             return _profile_npz(data)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeDecodeError, OSError):
+    except UnicodeDecodeError:
+        raise ValidationFailed(_NOT_UTF8, details={"field": "file"}) from None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+        if fmt != "csv":
+            raise ValidationFailed(
+                f"the file could not be read as {fmt.upper()}", details={"field": "file"}
+            ) from None
+        # The CSV parser's reason (a row's field count, not UTF-8), never the row's text.
+        reason = csv_error(str(exc))
         raise ValidationFailed(
-            f"the file could not be read as {fmt.upper()}", details={"field": "file"}
+            _NOT_UTF8 if "UTF-8" in reason else reason, details={"field": "file"}
         ) from None
     raise ValidationFailed("choose a CSV, Parquet or NPZ file", details={"field": "file"})
+
+
+_NOT_UTF8 = (
+    "the file is not UTF-8 text: save it as UTF-8 (in a spreadsheet: “CSV UTF-8”) and "
+    "choose it again"
+)
 
 
 def _profile_npz(data: bytes) -> FileProfile:

@@ -285,13 +285,13 @@ def _validate_csv(
                 batches.classes |= _label_values(table, label, trim=tables.trims(description))
             batches.check(table, table.num_rows)
     except pa.ArrowInvalid as exc:
-        raise ValidationFailed(_csv_error(str(exc))) from None
+        raise ValidationFailed(csv_error(str(exc))) from None
     except UnicodeDecodeError:
         raise ValidationFailed("the CSV is not valid UTF-8 text") from None
     return batches.finish()
 
 
-def _csv_error(message: str) -> str:
+def csv_error(message: str) -> str:
     """A parser error without the row text pyarrow would quote."""
     if "Empty CSV file" in message:
         return "the file is empty"
@@ -299,7 +299,8 @@ def _csv_error(message: str) -> str:
         return f"the CSV has a row longer than {CSV_BLOCK_BYTES:,} bytes"
     if match := _FIELD_COUNT.search(message):
         expected, got = match.groups()
-        return f"the CSV is malformed: a row has {got} fields where the header has {expected}"
+        fields = "field" if got == "1" else "fields"
+        return f"the CSV is malformed: a row has {got} {fields} where the header has {expected}"
     if "UTF8" in message or "utf8" in message.lower():
         return "the CSV is not valid UTF-8 text"
     return "the file is not well-formed CSV (UTF-8, comma-separated, a header line first)"

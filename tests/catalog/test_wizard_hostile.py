@@ -288,3 +288,18 @@ def test_a_column_of_many_distinct_values_is_profiled_in_bounded_memory(
     assert (amount.kind, amount.minimum, amount.maximum) == ("numeric", -7.0, 441.5)
     form = wizard.initial_form(found, title="t", currency="EUR")
     assert form.columns[0].hidden_categories == 271 - 50 and not form.columns[0].publish
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ("age,work,y\n1,café,x\n2,B,z\n".encode("latin-1"), "not UTF-8 text"),
+        ("age,y\n1,x\n".encode("utf-16"), "not UTF-8 text"),
+        (b"a,b,y\n1,2\n3,4,z\n", "a row has 2 fields where the header has 3"),
+    ],
+)
+def test_an_unreadable_csv_says_why(app, client, make_user, body: bytes, words: str) -> None:
+    _owner(client, make_user)
+    refused = _inspect(client, body)
+    assert refused.status_code == 422 and words in _field_error(refused, "file")
+    assert staged_files(app) == []
