@@ -265,6 +265,12 @@ def _profile_npz(data: bytes) -> FileProfile:
             key = entry[:-4]
             header = limits.read_npy_header(archive, key, entry)
             out.arrays.append((key, list(header.shape), str(header.dtype)))
+    if not out.arrays:
+        raise ValidationFailed(
+            "the .npz archive holds no arrays; save them with numpy.savez(file, x=images, "
+            "y=labels)",
+            details={"field": "file"},
+        )
     out.rows = max((shape[0] for _, shape, _ in out.arrays if shape), default=0)
     return out
 

@@ -28,7 +28,7 @@ from market.catalog.editing import ListingEdit
 from market.catalog.schemas import DatasetCreate
 from market.catalog.streams import StreamingForm, discard_rest
 from market.catalog.uploads import delist_dataset, list_staged_upload, upload_dataset_file
-from market.errors import MarketError, field_errors
+from market.errors import MarketError, ValidationFailed, field_errors
 from market.extensions import csrf
 from market.money import from_minor
 from market.services import services
@@ -211,6 +211,12 @@ def inspect_file() -> Response | tuple[str, int]:
     fmt = limits.sniff(head[:8]) or ("npz" if name.endswith(".npz") else "csv")
     staged = dataclasses.replace(staged, format=fmt)
     try:
+        if name.endswith((".parquet", ".pq")) and fmt != "parquet":  # not read as CSV
+            raise ValidationFailed(
+                "the file is named as Parquet but is not a Parquet file (it does not start "
+                "with PAR1)",
+                details={"field": "file"},
+            )
         found = _profile_of(staged, head, cap)
         drafts.save_record(market, staged)
     except BaseException as exc:

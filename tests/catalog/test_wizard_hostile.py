@@ -290,16 +290,29 @@ def test_a_column_of_many_distinct_values_is_profiled_in_bounded_memory(
     assert form.columns[0].hidden_categories == 271 - 50 and not form.columns[0].publish
 
 
+def _zip_without_arrays() -> bytes:
+    import zipfile
+
+    sink = io.BytesIO()
+    with zipfile.ZipFile(sink, "w") as archive:
+        archive.writestr("readme.txt", "no arrays here")
+    return sink.getvalue()
+
+
 @pytest.mark.parametrize(
-    ("body", "words"),
+    ("body", "name", "words"),
     [
-        ("age,work,y\n1,café,x\n2,B,z\n".encode("latin-1"), "not UTF-8 text"),
-        ("age,y\n1,x\n".encode("utf-16"), "not UTF-8 text"),
-        (b"a,b,y\n1,2\n3,4,z\n", "a row has 2 fields where the header has 3"),
+        ("age,work,y\n1,café,x\n2,B,z\n".encode("latin-1"), "a.csv", "not UTF-8 text"),
+        ("age,y\n1,x\n".encode("utf-16"), "a.csv", "not UTF-8 text"),
+        (b"a,b,y\n1,2\n3,4,z\n", "a.csv", "a row has 2 fields where the header has 3"),
+        (b"a,b,y\n1,2,x\n", "a.parquet", "not a Parquet file"),  # was read as CSV
+        (_zip_without_arrays(), "a.npz", "holds no arrays"),  # was a form with no choice
     ],
 )
-def test_an_unreadable_csv_says_why(app, client, make_user, body: bytes, words: str) -> None:
+def test_an_unreadable_file_says_why(
+    app, client, make_user, body: bytes, name: str, words: str
+) -> None:
     _owner(client, make_user)
-    refused = _inspect(client, body)
+    refused = _inspect(client, body, name)
     assert refused.status_code == 422 and words in _field_error(refused, "file")
     assert staged_files(app) == []
