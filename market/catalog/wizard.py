@@ -213,23 +213,27 @@ def _missing_category(groups: Counter[str]) -> str:
     return f"missing ({len(groups)})"
 
 
-def _sent(value: str) -> str:
+def _sent(value: str, *, loose: bool = True) -> str:
     """A value as a browser sends it back, for comparison: form submission turns every
-    line break into CRLF (a quoted CSV cell may hold one); spaces as trimming would."""
-    return value.replace("\r\n", "\n").replace("\r", "\n").strip()
+    line break into CRLF (a quoted CSV cell may hold one). ``loose``: spaces as trimming
+    would, when the trim choice just changed (" Private" ticked is then "Private")."""
+    value = value.replace("\r\n", "\n").replace("\r", "\n")
+    return value.strip() if loose else value
 
 
-def _fill_columns(form: WizardForm, kept: dict[int, set[str] | None]) -> None:
+def _fill_columns(
+    form: WizardForm, kept: dict[int, set[str] | None], *, trim_changed: bool = True
+) -> None:
     """(Re)compute each row's categories and missing cells from the trim and mark choices;
     ``kept``: per column, the categories the owner ticked (None: all, as suggested)."""
     marks = set(form.chosen_marks)
     for choice in form.columns:
         groups, missing = _groups(choice.profile, trim=form.trim_spaces, marks=marks)
         ticked = kept.get(choice.index)
-        stripped = {_sent(k) for k in ticked} if ticked is not None else None
+        stripped = {_sent(k, loose=trim_changed) for k in ticked} if ticked is not None else None
         ordered = sorted(groups.items(), key=lambda kv: (-kv[1], kv[0]))
         choice.categories = [
-            Category(value, count, stripped is None or _sent(value) in stripped)
+            Category(value, count, stripped is None or _sent(value, loose=trim_changed) in stripped)
             for value, count in ordered[:MAX_OFFERED]
         ]
         if choice.type == "categorical" and choice.fill not in groups:
@@ -358,7 +362,11 @@ def read_form(profile: FileProfile, data: MultiDict[str, str], *, currency: str)
         if f"{key}-missing" not in data:
             unasked.append(choice)
         form.columns.append(choice)
-    _fill_columns(form, kept)
+    # Untouched trimming: " Private" and "Private" are two choices, compared exactly.
+    trim_changed = data.get("trim_shown", "on" if form.trim_spaces else "") != (
+        "on" if form.trim_spaces else ""
+    )
+    _fill_columns(form, kept, trim_changed=trim_changed)
     for choice in unasked:  # a mark chosen since makes cells missing: the suggestion
         if choice.missing:
             _suggest_missing(choice)

@@ -316,3 +316,21 @@ def test_an_unreadable_file_says_why(
     refused = _inspect(client, body, name)
     assert refused.status_code == 422 and words in _field_error(refused, "file")
     assert staged_files(app) == []
+
+
+def test_without_trimming_a_padded_category_is_a_choice_of_its_own(app, client, make_user) -> None:
+    lines = ["work,age,outcome"]
+    for i in range(120):
+        work = " Private" if i % 4 == 0 else "Private" if i % 4 == 1 else "State"
+        lines.append(f"{work},{20 + i % 50},{'ab'[i % 2]}")
+    _owner(client, make_user)
+    fields = _form(client, ("\n".join(lines) + "\n").encode(), "work.csv")
+    del fields["trim_spaces"]  # kept as written: " Private" and "Private" differ
+    page = list_step(client, fields, use="refresh")
+    fields = wizard_fields(unescape(page.get_data(as_text=True)))
+    assert set(fields.getlist("c0-keep")) == {" Private", "Private", "State"}
+    fields.setlist("c0-keep", ["Private", "State"])  # " Private" left out on purpose
+    refused = list_step(client, fields)
+    assert "unknown category" in _field_error(refused, "c0-categories")
+    kept = wizard_fields(unescape(refused.get_data(as_text=True))).getlist("c0-keep")
+    assert set(kept) == {"Private", "State"}  # was ticked again with "Private"
