@@ -30,6 +30,8 @@ SECURITY_SCHEMES = {
     }
 }
 _READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: How pydantic words an error raised by a model's own validator.
+_RULE = "Value error, "
 
 
 def validation_error_response(exc: ValidationError) -> Response:
@@ -37,11 +39,16 @@ def validation_error_response(exc: ValidationError) -> Response:
     with at most MAX_FIELD_ERRORS fields listed (market.errors.validation_details)."""
     details = validation_details(exc)
     fields = details["fields"]
-    if any(f["field"] == "body" for f in fields):
+    # A rule on the whole object (a model validator: "Value error, ...") names no field; any
+    # other error on the body itself means it was not an object of the expected shape.
+    if any(f["field"] == "body" and not f["message"].startswith(_RULE) for f in fields):
         message = "the request body must be a JSON object (Content-Type: application/json)"
     else:
         message = "the request is not valid: " + "; ".join(
-            f"{f['field']}: {f['message']}" for f in fields[:5]
+            f["message"].removeprefix(_RULE)
+            if f["field"] == "body"
+            else f"{f['field']}: {f['message']}"
+            for f in fields[:5]
         )
         if details["error_count"] > 5:
             message += f" (and {details['error_count'] - 5} more)"

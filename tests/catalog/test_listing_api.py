@@ -223,3 +223,13 @@ def test_a_listed_file_cannot_be_replaced(client, owner, create_draft, upload) -
     again = upload(headers, draft["id"], to_csv(cancer_rows(60)))
     assert again.status_code == 409
     assert again.get_json()["error"]["code"] == "conflict"
+
+
+def test_a_rule_on_the_whole_listing_is_named_in_the_message(client, owner) -> None:
+    """A model-level rule (npz declares 'image') is not a malformed body: say the rule."""
+    _, headers = owner
+    body = {**metadata(), "format": "npz"}
+    response = client.post("/api/v1/datasets", json=body, headers=headers)
+    assert response.status_code == 422
+    message = response.get_json()["error"]["message"]
+    assert "npz dataset declares 'image'" in message and "JSON object" not in message
