@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from privacy.errors import SpecError
-from privacy.specs import RECIPES, TEMPLATE_DEFAULTS, build_model, recipe, template_defaults
+from privacy.specs import (
+    RECIPES,
+    SEED_MLP,
+    TEMPLATE_DEFAULTS,
+    build_model,
+    recipe,
+    template_defaults,
+)
 from privacy.training import OPTIMIZERS, plan_run, train_private
 
 LR = {"template": "logistic_regression"}
@@ -29,19 +36,53 @@ def test_recipes_are_complete_banded_and_say_what_was_measured():
                 assert "bench/" in evidence  # names the command that measured it
 
 
+#: The recipes the product promises (docs/benchmarks.md, figure 2): every template the quote
+#: form offers for a kind of data has one where a sweep or a purchase measured it.
+MEASURED = [("logistic_regression", "tabular"), ("cnn", "image"), ("layers", "image")]
+
+
+@pytest.mark.parametrize(("template", "kind"), MEASURED)
+def test_a_recipe_exists_for_each_measured_template_and_kind(template, kind):
+    spec = SEED_MLP if template == "layers" else {"template": template}
+    for epsilon in (0.5, 1.2, 3.0, 8.0):
+        found = recipe(spec, kind, epsilon)
+        assert found is not None, (template, kind, epsilon)
+        settings, evidence = found
+        assert template_defaults(spec, kind, epsilon) == {**TEMPLATE_DEFAULTS[template], **settings}
+        assert "bench/accuracy.py" in evidence
+
+
 def test_defaults_pick_the_band_of_the_epsilon():
-    assert template_defaults(LR, "tabular", 0.5)["learning_rate"] == 0.03
-    assert template_defaults(LR, "tabular", 1.0)["learning_rate"] == 0.03
-    assert template_defaults(LR, "tabular", 3.0)["learning_rate"] == 0.1
-    assert template_defaults(LR, "tabular") == template_defaults(LR, "tabular", 100.0)
+    # The founding MLP on images: fewer epochs at small epsilon (measured at 1.2 and 3).
+    assert template_defaults(SEED_MLP, "image", 1.2)["epochs"] == 20
+    assert template_defaults(SEED_MLP, "image", 3.0)["epochs"] == 40
+    assert template_defaults(SEED_MLP, "image") == template_defaults(SEED_MLP, "image", 100.0)
+    assert template_defaults(LR, "tabular", 0.5)["max_grad_norm"] == 0.5
     # No measured recipe: the template's defaults, same keys.
     assert template_defaults(LR, "image", 3.0) == TEMPLATE_DEFAULTS["logistic_regression"]
-    assert template_defaults({"template": "cnn"}, "image") == TEMPLATE_DEFAULTS["cnn"]
+    assert template_defaults({"template": "mlp"}, "image") == TEMPLATE_DEFAULTS["mlp"]
     assert template_defaults(LR) == TEMPLATE_DEFAULTS["logistic_regression"]
     settings, evidence = recipe(LR, "tabular", 0.5)
     assert settings["optimizer"] == "adam" and "Adult" in evidence
+    # Images: Tramer & Boneh's DP-SGD for the CNN (momentum, clipping 0.1).
+    cnn = template_defaults({"template": "cnn"}, "image", 3.0)
+    assert (cnn["optimizer"], cnn["max_grad_norm"]) == ("sgd", 0.1)
+    # A layer list on images gets the recipe measured on the founding MLP, on tables not.
+    assert template_defaults(SEED_MLP, "image", 3.0) != TEMPLATE_DEFAULTS["layers"]
+    assert template_defaults(SEED_MLP, "tabular", 3.0) == TEMPLATE_DEFAULTS["layers"]
     with pytest.raises(SpecError):
         recipe(LR, "audio")
+
+
+def test_the_quote_form_starts_from_the_recipe():
+    """The form's suggestions (epochs, batch, learning rate) are the recipe's for that kind
+    of data at that epsilon, the batch capped only on small datasets."""
+    from market.trading.forms import template_suggestions
+
+    for kind, template, epsilon in [("image", "cnn", 3.0), ("tabular", "logistic_regression", 0.5)]:
+        offered = template_suggestions(60_000, data_kind=kind, epsilon=epsilon)[template]
+        settings, _ = recipe({"template": template}, kind, epsilon)
+        assert offered == {key: settings[key] for key in ("epochs", "batch_size", "learning_rate")}
 
 
 def test_the_tabular_recipe_trains_close_to_non_private():

@@ -233,10 +233,11 @@ def test_image_datasets_offer_the_cnn_template(
     asked = ask_quote(web, draft["id"], model_kind="cnn", learning_rate="")
     assert asked.status_code == 303, unescape(asked.get_data(as_text=True))
     page = unescape(web.get(asked.headers["Location"]).get_data(as_text=True))
-    from privacy.specs import TEMPLATE_DEFAULTS
+    from privacy.specs import template_defaults
 
-    default_lr = TEMPLATE_DEFAULTS["cnn"]["learning_rate"]
-    assert '"template": "cnn"' in page and f"{default_lr:g} (adam)" in page  # template default
+    recipe = template_defaults({"template": "cnn"}, "image", 1.0)  # the recipe for images
+    shown = f"{recipe['learning_rate']:g} ({recipe['optimizer']})"
+    assert '"template": "cnn"' in page and shown in page
 
 
 def test_who_sees_and_downloads_a_run(

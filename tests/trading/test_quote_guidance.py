@@ -147,14 +147,15 @@ def test_the_form_starts_from_the_templates_defaults(
     researcher,
     browser_for,  # noqa: F811
 ) -> None:
-    from privacy.specs import TEMPLATE_DEFAULTS
+    from privacy.specs import TEMPLATE_DEFAULTS, template_defaults
 
     web = browser_for(researcher[0])
     raw = web.get(f"/datasets/{listed_cancer['id']}").get_data(as_text=True)
     page = unescape(raw)
     # 569 rows: 455 expected training rows, so batches of at most 113 (four per epoch).
     assert re.search(r'id="batch_size"[^>]*value="113"', page)
-    assert re.search(r'id="epochs"[^>]*value="10"', page)
+    epochs = template_defaults({"template": "logistic_regression"}, "tabular", 1.0)["epochs"]
+    assert re.search(rf'id="epochs"[^>]*value="{epochs}"', page)  # the measured recipe's
     found = re.search(r'data-defaults="([^"]*)"', raw)
     assert found
     defaults = json.loads(unescape(found[1]))
