@@ -116,6 +116,10 @@ HOOKS_BUFFER_BYTES = 24 * 1024 * 1024
 #: costs a pass, and at 256 half of all Poisson batches of 256 rows would be split.
 BK_BUFFER_BYTES = 64 * 1024 * 1024
 OPTIMIZERS = ("adam", "sgd")
+#: How the learning rate moves over a run's logical steps: ``constant``, or ``cosine`` (from
+#: the given rate at the first step down towards zero at the last: a schedule of public
+#: values only, so it changes nothing in the privacy analysis).
+LR_SCHEDULES = ("constant", "cosine")
 #: ``auto`` is book-keeping, falling back to ghost and then hooks (module docstring).
 GRAD_SAMPLE_MODES = ("auto", "bk", "ghost", "hooks")
 #: Faults the self-audit injects to show it catches them (``AuditHooks.fault``).
@@ -742,6 +746,7 @@ def train_private(
     split_key: bytes | None = None,
     progress: ProgressFn | None = None,
     optimizer: str = "adam",
+    lr_schedule: str = "constant",
     grad_sample_mode: str = "auto",
     num_threads: int | None = 1,
     progress_interval_s: float = 0.5,
@@ -762,6 +767,7 @@ def train_private(
         progress: called as ``progress(step, steps, epsilon_so_far)`` at most every
             ``progress_interval_s`` seconds and after the last step.
         optimizer: ``adam`` or ``sgd`` (momentum 0.9).
+        lr_schedule: ``constant`` or ``cosine`` (``LR_SCHEDULES``).
         grad_sample_mode: ``auto`` (book-keeping clipping, falling back to ghost and then
             hooks when the model's layers need it), ``bk``, ``ghost`` or ``hooks``.
         num_threads: torch threads during training (1 on shared cores).
@@ -780,6 +786,10 @@ def train_private(
         )
     if audit is not None and (optimizer != "sgd" or audit.fault not in (None, *AUDIT_FAULTS)):
         raise PlanError("an audit trains with sgd and a known fault", details={})
+    if lr_schedule not in LR_SCHEDULES:
+        raise PlanError(
+            f"lr_schedule must be one of {list(LR_SCHEDULES)}", details={"field": "lr_schedule"}
+        )
     if grad_sample_mode not in GRAD_SAMPLE_MODES:
         raise PlanError(f"grad_sample_mode must be one of {list(GRAD_SAMPLE_MODES)}", details={})
     if not (learning_rate > 0 and math.isfinite(learning_rate)):
@@ -801,6 +811,7 @@ def train_private(
             split_key=split_key if split_key is not None else secrets.token_bytes(32),
             progress=progress,
             optimizer=optimizer,
+            lr_schedule=_Schedule(lr_schedule, learning_rate, plan.steps),
             grad_sample_mode=grad_sample_mode,
             progress_interval_s=progress_interval_s,
             cancel=cancel,
@@ -881,6 +892,7 @@ def _train(
     split_key: bytes,
     progress: ProgressFn | None,
     optimizer: str,
+    lr_schedule: _Schedule,
     grad_sample_mode: str,
     progress_interval_s: float,
     cancel: threading.Event | None,
@@ -909,7 +921,7 @@ def _train(
     if isinstance(dp, _BKStep):
         steps = _run_bk_epochs(
             dp, x_all, y_train, plan, max_physical_batch_size, progress, progress_interval_s,
-            cancel,
+            cancel, lr_schedule,
         )  # fmt: skip
     else:
         if dp.mode == "hooks":
@@ -919,8 +931,9 @@ def _train(
             # input needs no gradient (it never does here); it says nothing about privacy.
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             steps = _run_epochs(
-                dp, plan, max_physical_batch_size, progress, progress_interval_s, cancel
-            )
+                dp, plan, max_physical_batch_size, progress, progress_interval_s, cancel,
+                lr_schedule,
+            )  # fmt: skip
     if steps != plan.steps:  # pragma: no cover - the sampler yields exactly the planned steps
         raise RuntimeError("the run did not take its planned steps")
     trained_s = time.perf_counter() - started
@@ -955,6 +968,24 @@ def _hooks_batch_cap(model: nn.Module) -> int:
     return max(1, int(HOOKS_BUFFER_BYTES // (4 * max(params, 1))))
 
 
+class _Schedule:
+    """The learning rate of each logical step (``LR_SCHEDULES``), set on the optimizer."""
+
+    def __init__(self, kind: str, base: float, steps: int) -> None:
+        self.kind, self.base, self.steps = kind, base, steps
+
+    def rate(self, step: int) -> float:
+        """The rate of the ``step``-th logical step (0-based)."""
+        if self.kind == "constant" or self.steps <= 1:
+            return self.base
+        return self.base * 0.5 * (1.0 + math.cos(math.pi * step / self.steps))
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> None:
+        if self.kind != "constant":
+            for group in optimizer.param_groups:
+                group["lr"] = self.rate(step)
+
+
 def _run_epochs(
     dp: _PrivateStep,
     plan: RunPlan,
@@ -962,6 +993,7 @@ def _run_epochs(
     progress: ProgressFn | None,
     progress_interval_s: float,
     cancel: threading.Event | None,
+    schedule: _Schedule,
 ) -> int:
     """The DP-SGD loop; returns the logical steps taken (always the planned number)."""
     steps = 0
@@ -977,6 +1009,7 @@ def _run_epochs(
                 if not dp.step(x, y):
                     continue
                 steps += 1
+                schedule.apply(dp.optimizer, steps)
                 report(steps)
     return steps
 
@@ -1022,6 +1055,7 @@ def _run_bk_epochs(
     progress: ProgressFn | None,
     progress_interval_s: float,
     cancel: threading.Event | None,
+    schedule: _Schedule,
 ) -> int:
     """The BK loop: each logical Poisson batch (possibly empty: still a step) is split
     into physical batches whose clipped sums accumulate; then one noise draw and a step."""
@@ -1042,6 +1076,7 @@ def _run_bk_epochs(
                 dp.backward(x_all.index_select(0, part), y_train.index_select(0, part))
             dp.finish_step()
             steps += 1
+            schedule.apply(dp.optimizer, steps)
             report(steps)
     return steps
 

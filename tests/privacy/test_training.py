@@ -443,3 +443,42 @@ def test_any_accepted_plan_spends_at_most_its_epsilon(request):
     assert plan.steps == epochs * math.ceil(plan.train_rows / batch_size)
     assert compose_epsilon(plan.records(), delta=plan.delta) <= epsilon
     assert plan.noise_multiplier / (plan.sample_rate * plan.train_rows) <= MAX_NOISE_TO_SIGNAL
+
+
+def test_cosine_schedule_runs_from_the_rate_down_towards_zero():
+    from privacy.training import _Schedule
+
+    cosine = _Schedule("cosine", 0.8, 10)
+    assert [round(cosine.rate(s), 6) for s in (0, 5, 10)] == [0.8, 0.4, 0.0]
+    assert _Schedule("constant", 0.8, 10).rate(9) == 0.8
+
+
+@pytest.mark.parametrize("mode", ["bk", "hooks"])
+def test_each_logical_step_uses_its_scheduled_rate(digits, mode, monkeypatch):
+    """The rates the optimizer stepped with, read from the real SGD as it steps."""
+    seen: list[float] = []
+    original = torch.optim.SGD.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", spy)
+    plan = plan_run(rows=len(digits.y), epsilon=2.0, delta=DELTA, epochs=2, batch_size=128,
+                    max_grad_norm=1.0)  # fmt: skip
+    model = build_model({"template": "logistic_regression"}, input_shape=(64,), num_classes=10)
+    result = train_private(model=model, features=digits.x, labels=digits.y, plan=plan,
+                           learning_rate=0.5, optimizer="sgd", lr_schedule="cosine",
+                           grad_sample_mode=mode)  # fmt: skip
+    assert result.steps == plan.steps and len(seen) == plan.steps
+    expected = [0.5 * 0.5 * (1 + math.cos(math.pi * s / plan.steps)) for s in range(plan.steps)]
+    assert seen == pytest.approx(expected)
+
+
+def test_an_unknown_schedule_is_refused_before_training(digits):
+    plan = plan_run(rows=len(digits.y), epsilon=2.0, delta=DELTA, epochs=1, batch_size=128,
+                    max_grad_norm=1.0)  # fmt: skip
+    model = build_model({"template": "logistic_regression"}, input_shape=(64,), num_classes=10)
+    with pytest.raises(PlanError, match="lr_schedule"):
+        train_private(model=model, features=digits.x, labels=digits.y, plan=plan,
+                      learning_rate=0.5, lr_schedule="step")  # fmt: skip
