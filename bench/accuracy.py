@@ -37,12 +37,13 @@ training loop's own time from the run's cost receipt, as a fraction of the wall 
 
 Recipe sweeps (``--sweep adult|mnist-mlp|mnist-cnn``): the recipes of
 ``privacy.specs.RECIPES`` come from these grids (learning rate x expected batch x optimizer
-x clipping norm x epochs at each epsilon, lists given by the ``--sweep-*`` options, the
-product's plan with its 20% held out) over the same listing and encoding as the purchases,
-trained with ``privacy.train_private`` directly (not through the API: the purchase path
-adds nothing to the model) and scored on the test split; each cell is the mean of
-``--sweep-repeats`` runs (noise and sampling come from OS entropy, so runs differ). One
-torch thread; an MNIST MLP epoch takes about 1 s, a CNN epoch about 20 s on one core.
+x learning-rate schedule x clipping norm x epochs at each epsilon, lists given by the
+``--sweep-*`` options, the product's plan with its 20% held out) over the same listing and
+encoding as the purchases, trained with ``privacy.train_private`` directly (not through the
+API: the purchase path adds nothing to the model) and scored on the test split; each cell
+is the mean of ``--sweep-repeats`` runs (noise and sampling come from OS entropy, so runs
+differ). One torch thread; an MNIST MLP epoch takes about 1 s, a CNN epoch about 20 s on
+one core.
 
 Without ``--data`` files it falls back to scikit-learn's digits (for MNIST) and breast
 cancer (for Adult), said so in the output; anchors then do not apply.
@@ -59,6 +60,7 @@ import sys
 import time
 import warnings
 from collections.abc import Mapping
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -497,7 +499,8 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
             plan = plan_run(rows=len(enc.labels), epsilon=eps, delta=DELTA,
                             epochs=int(epochs), batch_size=int(batch),
                             max_grad_norm=clip)  # fmt: skip
-            for optimizer in args.sweep_optimizer.split(","):
+            for optimizer, schedule in product(args.sweep_optimizer.split(","),
+                                               args.sweep_schedule.split(",")):  # fmt: skip
                 for lr in _floats(args.sweep_lr):
                     scores, seconds = [], []
                     for _ in range(args.sweep_repeats):
@@ -505,20 +508,23 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
                         t0 = time.perf_counter()
                         result = train_private(model=model, features=enc.features,
                                                labels=enc.labels, plan=plan, learning_rate=lr,
-                                               optimizer=optimizer)  # fmt: skip
+                                               optimizer=optimizer,
+                                               lr_schedule=schedule)  # fmt: skip
                         seconds.append(time.perf_counter() - t0)
                         model.load_state_dict(result.state_dict)
                         model.eval()
                         scores.append(score(model, test_x, test_y))
                     cell = {"epsilon": eps, "batch_size": int(batch), "optimizer": optimizer,
-                            "learning_rate": lr, "max_grad_norm": clip, "epochs": int(epochs),
+                            "lr_schedule": schedule, "learning_rate": lr,
+                            "max_grad_norm": clip, "epochs": int(epochs),
                             "accuracy": float(np.mean(scores)), "accuracies": scores,
                             "train_s": seconds, "noise_multiplier": plan.noise_multiplier,
                             "grad_sample_mode": result.grad_sample_mode}  # fmt: skip
                     cells.append(cell)
                     print(f"  eps {eps:<4g} batch {batch:<5} C {clip:<4g} epochs {epochs:<3} "
-                          f"{optimizer:<5} lr {lr:<6g} acc {cell['accuracy']:.4f} "
-                          f"({np.mean(seconds):.0f} s)", file=sys.stderr, flush=True)  # fmt: skip
+                          f"{optimizer:<5} {schedule:<8} lr {lr:<6g} "
+                          f"acc {cell['accuracy']:.4f} ({np.mean(seconds):.0f} s)",
+                          file=sys.stderr, flush=True)  # fmt: skip
     torch.manual_seed(0)
     reference = {"learning_rate": 0.01 if kind == "tabular" else 1e-3, "optimizer": "adam",
                  "epochs": 10, "batch_size": 256}  # fmt: skip
@@ -530,12 +536,13 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
     for eps in epsilons:
         rows = [c for c in cells if c["epsilon"] == eps]
         best = max(rows, key=lambda c: c["accuracy"])
-        print(f"eps {eps:g}: best {best['accuracy']:.4f} at {best['optimizer']} lr "
-              f"{best['learning_rate']:g} batch {best['batch_size']} C {best['max_grad_norm']:g} "
-              f"epochs {best['epochs']}")  # fmt: skip
-        print("  optimizer/batch/C/epochs/lr=accuracy: " + " ".join(
-            f"{c['optimizer']}/{c['batch_size']}/{c['max_grad_norm']:g}/{c['epochs']}/"
-            f"{c['learning_rate']:g}={c['accuracy']:.3f}" for c in rows))  # fmt: skip
+        print(f"eps {eps:g}: best {best['accuracy']:.4f} at {best['optimizer']} "
+              f"{best['lr_schedule']} lr {best['learning_rate']:g} batch {best['batch_size']} "
+              f"C {best['max_grad_norm']:g} epochs {best['epochs']}")  # fmt: skip
+        print("  optimizer/schedule/batch/C/epochs/lr=accuracy: " + " ".join(
+            f"{c['optimizer']}/{c['lr_schedule']}/{c['batch_size']}/{c['max_grad_norm']:g}/"
+            f"{c['epochs']}/{c['learning_rate']:g}={c['accuracy']:.3f}"
+            for c in rows))  # fmt: skip
     return {"cells": cells, "nonprivate_accuracy": clear["accuracy"], "source": data["source"],
             "model": spec, "encoding": data["meta"].get("columns")}  # fmt: skip
 
@@ -579,6 +586,7 @@ def main() -> int:
     parser.add_argument("--sweep-lr", default="0.003,0.01,0.03,0.1,0.3")
     parser.add_argument("--sweep-batch", default="256,1024")
     parser.add_argument("--sweep-optimizer", default="adam,sgd")
+    parser.add_argument("--sweep-schedule", default="constant", help="lr_schedule list")
     parser.add_argument("--sweep-clip", default="1")
     parser.add_argument("--sweep-epochs", default="10")
     args = parser.parse_args()  # fmt: skip
