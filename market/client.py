@@ -409,16 +409,17 @@ class MarketClient:
         epochs: int = 5,
         batch_size: int = 256,
         learning_rate: float | None = None,
-        max_grad_norm: float = 1.0,
+        max_grad_norm: float | None = None,
         worker_class: str = "cpu",
         **extra: Any,
     ) -> Quote:
         """Plan and price a run; nothing is reserved until ``buy``.
 
         ``model`` is a template name (``"logistic_regression"``, ``"mlp"``), a list of
-        layers, or the API's mapping. ``learning_rate=None`` takes the template's tuned
-        default. A quote that does not fit the budget is still returned, with
-        ``fits_budget`` false and the ``reason``.
+        layers, or the API's mapping. ``learning_rate=None`` and ``max_grad_norm=None``
+        take the measured recipe's values for this template, data and epsilon. A quote that
+        does not fit the budget is still returned, with ``fits_budget`` false and the
+        ``reason``.
         """
         body = {
             "dataset_id": dataset_id,

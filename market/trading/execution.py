@@ -154,6 +154,7 @@ def _train_and_deliver(market: Services, claimed: Claimed, keeper: LeaseKeeper) 
             plan=plan,
             learning_rate=float(request["learning_rate"]),
             optimizer=request.get("optimizer", "adam"),
+            lr_schedule=request.get("lr_schedule", "constant"),
             max_physical_batch_size=settings.trading.max_physical_batch_size,
             progress=report,
             progress_interval_s=min(settings.trading.heartbeat_s, 2.0),

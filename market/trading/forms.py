@@ -55,16 +55,14 @@ def template_suggestions(
     template's defaults (privacy.specs), the batch capped so that a small dataset still has
     several batches per epoch (its row count is public)."""
     # imports torch: only when a form is built
-    from privacy.specs import TEMPLATE_DEFAULTS, template_defaults
+    from privacy.specs import SEED_MLP, TEMPLATE_DEFAULTS, template_defaults
 
     cap = max(1, int((rows or 0) * 0.8) // 4) if rows else None
     out = {}
     for kind in TEMPLATE_DEFAULTS:
-        values = (
-            TEMPLATE_DEFAULTS[kind]
-            if kind == "layers"
-            else template_defaults({"template": kind}, data_kind, epsilon)
-        )
+        # A layer list's recipe was measured on the founding MLP and serves any layer list.
+        spec = SEED_MLP if kind == "layers" else {"template": kind}
+        values = template_defaults(spec, data_kind, epsilon)
         batch = int(values["batch_size"])
         out[kind] = {
             "epochs": int(values["epochs"]),

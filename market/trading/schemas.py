@@ -30,7 +30,13 @@ class QuoteRequest(BaseModel):
     learning_rate: float | None = Field(
         default=None, gt=0, le=10, description="Defaults to the template's tuned value."
     )
-    max_grad_norm: float = Field(default=1.0, gt=0, le=1000)
+    max_grad_norm: float | None = Field(
+        default=None,
+        gt=0,
+        le=1000,
+        description="Per-example clipping norm. Defaults to the measured recipe's for this "
+        "template, kind of data and epsilon (e.g. 0.1 for the CNN on images), else 1.0.",
+    )
     worker_class: str = Field(default="cpu", max_length=40)
     deadline: AwareDatetime | None = Field(
         default=None, description="Finish by then; the quote adds the greenest start before it."

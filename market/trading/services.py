@@ -82,6 +82,16 @@ def model_input(dataset: Dataset, spec: Any) -> Description:
     return for_model(catalog.preprocessing_of(dataset), embedding=uses_embedding(spec))
 
 
+def recipe_for(dataset: Dataset, spec: Any, epsilon: float) -> dict[str, Any]:
+    """The settings a run uses where the request leaves them out: the measured recipe for
+    this template, kind of data and epsilon (``privacy.specs.RECIPES``), else the
+    template's defaults."""
+    from privacy.specs import template_defaults
+
+    data_kind = "image" if dataset.format.value == "npz" else "tabular"
+    return template_defaults(spec, data_kind, epsilon)
+
+
 def _plan(
     dataset: Dataset, request: QuoteRequest, settings: Settings
 ) -> tuple[RunPlan, Any, int, calibration.ModelWork]:
@@ -92,6 +102,7 @@ def _plan(
 
     try:
         spec = parse_model_spec(request.model)
+        defaults = recipe_for(dataset, spec, request.epsilon)
         description = model_input(dataset, spec)
         model = build_model(
             spec,
@@ -112,7 +123,7 @@ def _plan(
             delta=delta,
             epochs=request.epochs,
             batch_size=request.batch_size,
-            max_grad_norm=request.max_grad_norm,
+            max_grad_norm=request.max_grad_norm or float(defaults.get("max_grad_norm", 1.0)),
             accountant=settings.trading.accountant,
             holdout_fraction=settings.trading.holdout_fraction,
         )
@@ -135,7 +146,7 @@ def create_quote(
             f"unknown worker class {request.worker_class!r}",
             details={"field": "worker_class", "allowed": sorted(settings.costing.worker_classes)},
         )
-    from privacy.specs import spec_to_dict, template_defaults
+    from privacy.specs import spec_to_dict
 
     plan, spec, parameters, work = _plan(dataset, request, settings)
     ledger = budget.ledger_for(session, dataset.id, accountant=settings.trading.accountant)
@@ -151,8 +162,7 @@ def create_quote(
             f"{dataset.epsilon_total:g}; {left:.3f} remains"
         )
     # The measured recipe for this kind of data at this epsilon, where there is one.
-    data_kind = "image" if dataset.format.value == "npz" else "tabular"
-    defaults = template_defaults(spec, data_kind, plan.epsilon)
+    defaults = recipe_for(dataset, spec, plan.epsilon)
     learning_rate = request.learning_rate or float(defaults["learning_rate"])
     now = utcnow()
     costs = quote_costs(
@@ -185,6 +195,8 @@ def create_quote(
         model=spec_to_dict(spec),
         learning_rate=learning_rate,
         optimizer=defaults.get("optimizer", "adam"),
+        lr_schedule=defaults.get("lr_schedule", "constant"),
+        max_grad_norm=plan.max_grad_norm,
         parameters=parameters,
         reason=reason,
     )
