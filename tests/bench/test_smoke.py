@@ -67,3 +67,20 @@ def test_the_harness_collects_and_renders_the_cheapest_benchmarks(tmp_path: Path
 def test_every_benchmark_starts_and_writes_json(tmp_path: Path) -> None:
     report, _ = run_harness(tmp_path, "--jobs", "2")
     assert set(report["benchmarks"]) == BENCHMARKS
+
+
+@pytest.mark.slow
+@pytest.mark.bench_smoke
+def test_the_fixed_cost_breakdown_starts_and_writes_json(tmp_path: Path) -> None:
+    """``bench/run_breakdown.py`` stands alone (figure 4's detail), outside run_all."""
+    out = tmp_path / "breakdown.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run_breakdown.py"), "--smoke", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=1200, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    result = json.loads(out.read_text())
+    assert len(result["runs"]) == 3
+    steps = set(result["medians"])
+    assert {"purchase", "claim", "train_private", "_deliver", "overhead"} <= steps
+    assert all(value >= 0 for value in result["medians"].values())
