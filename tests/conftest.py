@@ -19,6 +19,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,12 +194,14 @@ def app_overrides(home: Path, database_url: str, **extra: Any) -> dict[str, Any]
     return overrides
 
 
-@pytest.fixture
-def app(tmp_path: Path, database_url: str) -> Iterator[Any]:
+@contextmanager
+def running_app(tmp_path: Path, database_url: str, **extra: Any) -> Iterator[Any]:
+    """An app on its own instance folder (``app_overrides(..., **extra)``), with the signing
+    key, a reset rate limiter and a `cpu` worker's heartbeat; disposed afterwards."""
     from market.ops.heartbeat import Heartbeat
 
     init_keydir(tmp_path / "keys")
-    application = create_app(app_overrides(tmp_path, database_url))
+    application = create_app(app_overrides(tmp_path, database_url, **extra))
     application.config["TESTING"] = True
     market = application.extensions["market"]
     ensure_signing_key(market.settings)
@@ -212,9 +215,17 @@ def app(tmp_path: Path, database_url: str) -> Iterator[Any]:
         worker_class="cpu",
         worker=f"tests:{os.getpid()}:{id(application)}",
     ).start()
-    yield application
-    pulse.stop()
-    market.database.dispose()
+    try:
+        yield application
+    finally:
+        pulse.stop()
+        market.database.dispose()
+
+
+@pytest.fixture
+def app(tmp_path: Path, database_url: str) -> Iterator[Any]:
+    with running_app(tmp_path, database_url) as application:
+        yield application
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ listed whole (it streams); a Parquet file that big is refused at once and nothin
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Iterator
 from html import unescape
@@ -12,11 +11,7 @@ from typing import Any
 
 import pytest
 
-from market import create_app
 from market.accounts.models import Role
-from market.audit import ensure_signing_key
-from market.extensions import limiter
-from privacy.vault import init_keydir
 from tests.catalog.conftest import cancer_rows, to_csv, to_parquet
 from tests.catalog.test_wizard import (
     _count,
@@ -26,7 +21,7 @@ from tests.catalog.test_wizard import (
     staged_files,
     wizard_fields,
 )
-from tests.conftest import TEST_PASSWORD, app_overrides
+from tests.conftest import TEST_PASSWORD, running_app
 from tests.helpers import login
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -36,25 +31,10 @@ IN_MEMORY = 64 << 10
 @pytest.fixture
 def app(tmp_path: Path, database_url: str) -> Iterator[Any]:
     """The usual app, reading at most 64 KiB in memory."""
-    from market.ops.heartbeat import Heartbeat
-
-    init_keydir(tmp_path / "keys")
-    overrides = app_overrides(tmp_path, database_url, catalog={"max_in_memory_bytes": IN_MEMORY})
-    application = create_app(overrides)
-    application.config["TESTING"] = True
-    market = application.extensions["market"]
-    ensure_signing_key(market.settings)
-    limiter.reset()
-    pulse = Heartbeat(
-        market.database,
-        interval_s=market.settings.ops.heartbeat_s,
-        backend=market.settings.queue.backend,
-        worker_class="cpu",
-        worker=f"tests:{os.getpid()}:{id(application)}",
-    ).start()
-    yield application
-    pulse.stop()
-    market.database.dispose()
+    with running_app(
+        tmp_path, database_url, catalog={"max_in_memory_bytes": IN_MEMORY}
+    ) as application:
+        yield application
 
 
 def test_a_large_csv_is_profiled_from_its_first_part_and_listed_whole(
