@@ -273,8 +273,13 @@ def issue_token(session: Session, *, user: User, ttl: timedelta, name: str = "ap
 
 def resolve_token(session: Session, secret: str, *, now: datetime) -> tuple[User, ApiToken]:
     """The active owner of a live token; unknown, expired and revoked tokens are refused alike."""
-    token = session.exec(select(ApiToken).where(ApiToken.token_hash == hash_token(secret))).first()
-    user = session.get(User, token.user_id) if token is not None else None
+    # One statement (every API request asks this): the token and its owner joined.
+    found = session.exec(
+        select(ApiToken, User)
+        .join(User, col(User.id) == col(ApiToken.user_id))
+        .where(ApiToken.token_hash == hash_token(secret))
+    ).first()
+    token, user = found if found is not None else (None, None)
     if (
         token is None
         or user is None

@@ -318,13 +318,20 @@ def search(
                 col(Dataset.id).in_(tag_match),
             )
         )
-    total = session.exec(select(func.count()).select_from(statement.subquery())).one()
-    items = session.exec(
-        statement.order_by(col(Dataset.created_at).desc(), col(Dataset.id))
+    # The page and the total in one statement (a window count over the matches, taken before
+    # LIMIT); only a page past the end, which has no row to carry it, counts separately.
+    rows = session.execute(
+        statement.add_columns(func.count().over())
+        .order_by(col(Dataset.created_at).desc(), col(Dataset.id))
         .offset((page - 1) * page_size)
         .limit(page_size)
     ).all()
-    return CatalogPage(items=list(items), total=int(total), page=page, page_size=page_size)
+    items = [row[0] for row in rows]
+    if rows:
+        total = rows[0][1]
+    else:
+        total = session.exec(select(func.count()).select_from(statement.subquery())).one()
+    return CatalogPage(items=items, total=int(total), page=page, page_size=page_size)
 
 
 def _escape_like(text: str) -> str:

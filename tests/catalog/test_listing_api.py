@@ -233,3 +233,17 @@ def test_a_rule_on_the_whole_listing_is_named_in_the_message(client, owner) -> N
     assert response.status_code == 422
     message = response.get_json()["error"]["message"]
     assert "npz dataset declares 'image'" in message and "JSON object" not in message
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+def test_the_total_is_the_same_on_every_page_and_past_the_end(
+    client, owner, create_draft, upload
+) -> None:
+    _, headers = owner
+    for i in range(3):
+        draft = create_draft(headers, metadata(title=f"paged {i}"))
+        assert upload(headers, draft["id"], to_csv(cancer_rows(30))).status_code == 200
+    first = client.get("/api/v1/datasets?q=paged", headers=headers).get_json()
+    past = client.get("/api/v1/datasets?q=paged&page=50", headers=headers).get_json()
+    assert first["total"] == 3 and len(first["items"]) == 3
+    assert past["total"] == 3 and past["items"] == []
