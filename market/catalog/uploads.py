@@ -8,7 +8,7 @@ re-checks that the dataset is still a draft, so two concurrent uploads cannot bo
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from sqlmodel import Session
 
@@ -129,13 +129,7 @@ def list_staged_upload(
         return _list_projected(market, actor, staged, data_key, data, description, keep)
     chunks = drafts.plaintext(market, staged, data_key)
     try:
-        rows = validate_upload(
-            data.format,
-            chunks,
-            description,
-            declared_columns=declared,
-            limits=upload_limits(market, data.privacy.delta),
-        )
+        rows = _validator(market, data, description, declared)(chunks)
     finally:
         chunks.close()
     with drafts.moved_for_listing(market, staged) as storage_name:
@@ -193,6 +187,17 @@ def _list_under_draft_id(
     return listed
 
 
+def _validator(
+    market: Services, data: DatasetCreate, description: Description, declared: list[str]
+) -> Callable[[Iterator[bytes]], int]:
+    """The wizard's check of a plaintext stream against the owner's chosen metadata (the
+    whole upload, or the copy keeping only the published columns): its row count."""
+    limits = upload_limits(market, data.privacy.delta)
+    return lambda plaintext: validate_upload(
+        data.format, plaintext, description, declared_columns=declared, limits=limits
+    )
+
+
 def _list_projected(
     market: Services,
     actor: User,
@@ -212,13 +217,7 @@ def _list_projected(
             dataset_id=staged.id,
             vault=market.vault,
             chunks=project(chunks, keep),
-            validate=lambda plaintext: validate_upload(
-                data.format,
-                plaintext,
-                description,
-                declared_columns=names,
-                limits=upload_limits(market, data.privacy.delta),
-            ),
+            validate=_validator(market, data, description, names),
         )
     finally:
         chunks.close()
