@@ -67,6 +67,9 @@ class Journey:
 
     def check(self, name: str) -> None:
         self.step += 1
+        # A click that navigates returns once the new page has started loading; its style
+        # sheet may not apply yet, and an unstyled page measures wide (seen once in CI).
+        self.page.wait_for_load_state("load")
         for width in WIDTHS:
             self.page.set_viewport_size({"width": width, "height": 900})
             found = self.page.evaluate(MEASURE)
