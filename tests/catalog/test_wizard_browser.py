@@ -47,6 +47,7 @@ def _awkward_csv(marker: str) -> bytes:
 
 
 def _measure(page: Any, bad: list[dict], step: str) -> None:
+    page.wait_for_load_state("load")  # a navigating click returns before the styles apply
     for width in WIDTHS:
         page.set_viewport_size({"width": width, "height": 900})
         found = page.evaluate(MEASURE)
