@@ -469,10 +469,12 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
     """The recipe grid of one model (module docstring); prints and returns it."""
     import torch
 
+    from market.config import TradingSettings
     from privacy import build_model, plan_run, train_private
     from privacy.preprocessing import describe, encode, input_shape, num_classes
 
     kind, key = SWEEPS[args.sweep]
+    held_out = TradingSettings().holdout()  # the product's held-out rows, as purchases get
     folder, present = data_dir(args.data)
     if kind == "tabular":
         data = tabular_data(folder, present, args.adult_rows or None, *_adult_encoding(args))
@@ -498,7 +500,7 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
         for batch, clip, epochs in grid:
             plan = plan_run(rows=len(enc.labels), epsilon=eps, delta=DELTA,
                             epochs=int(epochs), batch_size=int(batch),
-                            max_grad_norm=clip)  # fmt: skip
+                            max_grad_norm=clip, **held_out)  # fmt: skip
             for optimizer, schedule in product(args.sweep_optimizer.split(","),
                                                args.sweep_schedule.split(",")):  # fmt: skip
                 for lr in _floats(args.sweep_lr):
@@ -519,6 +521,7 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
                             "max_grad_norm": clip, "epochs": int(epochs),
                             "accuracy": float(np.mean(scores)), "accuracies": scores,
                             "train_s": seconds, "noise_multiplier": plan.noise_multiplier,
+                            "holdout_rows": plan.holdout_rows,
                             "grad_sample_mode": result.grad_sample_mode}  # fmt: skip
                     cells.append(cell)
                     print(f"  eps {eps:<4g} batch {batch:<5} C {clip:<4g} epochs {epochs:<3} "

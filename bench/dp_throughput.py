@@ -31,7 +31,7 @@ Samples/s for DP modes counts the expected rows per epoch (Poisson batches vary)
 from ``--data`` (``mnist.npz``) when present, else scikit-learn's bundled digits (said so);
 Adult from ``adult.data`` there, else scikit-learn's breast cancer (said so).
 Run ``python bench/dp_throughput.py [--workload mlp,adult] [--batch-size 256,1024]
-[--rows 10000] [--epochs 1] [--repeat 3] [--json OUT]``.
+[--rows 0 (all)] [--epochs 1] [--repeat 3] [--json OUT]``.
 """
 
 from __future__ import annotations
@@ -74,19 +74,22 @@ def reset_peak_rss() -> None:
 
 
 def load(data_dir: Path, rows: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """The first ``rows`` training images (0: all of them)."""
     from privacy.preprocessing import describe, encode
+
+    limit = rows or None
 
     path = data_dir / "mnist.npz"
     if path.exists():
         with np.load(path) as npz:
-            x, y = npz["x_train"][:rows], npz["y_train"][:rows].astype(np.int64)
+            x, y = npz["x_train"][:limit], npz["y_train"][:limit].astype(np.int64)
         meta = {"shape": [28, 28], "pixel_range": {"min": 0, "max": 255}}
         source = f"MNIST ({path})"
     else:
         from sklearn.datasets import load_digits
 
         x, y = load_digits(return_X_y=True)
-        x, y = x.reshape(-1, 8, 8)[:rows], y[:rows]
+        x, y = x.reshape(-1, 8, 8)[:limit], y[:limit]
         meta = {"shape": [8, 8], "pixel_range": {"min": 0, "max": 16}}
         source = f"scikit-learn digits ({path} not found)"
     description = describe({"format": "npz", **meta, "class_names": [str(i) for i in range(10)]})
@@ -187,7 +190,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
-    parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--rows", type=int, default=0, help="mlp: MNIST rows (0: all 60,000)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", default="256", help="one or more, comma-separated")
     parser.add_argument("--workload", default="mlp", help="mlp, adult or both (comma)")
@@ -236,7 +239,7 @@ def main() -> None:
     results = list(best.values())
 
     print(f"best of {args.repeat} interleaved runs; load average {os.getloadavg()[0]:.1f}")
-    print(f"mlp: {args.rows} rows, {args.epochs} epoch(s); adult: all rows, "
+    print(f"mlp: {args.rows or 'all'} rows, {args.epochs} epoch(s); adult: all rows, "
           f"{args.adult_epochs} epoch(s); 1 torch thread, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")  # fmt: skip
     for workload, batch in cases:

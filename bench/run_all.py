@@ -36,7 +36,7 @@ RESULTS = BENCH / "results" / "latest.json"
 
 #: (module, its figure in docs/benchmarks.md, its arguments for the full run, takes --data)
 BENCHMARKS: list[tuple[str, str, list[str], bool]] = [
-    ("dp_throughput", "1. DP-SGD throughput", ["--rows", "10000", "--repeat", "2"], True),
+    ("dp_throughput", "1. DP-SGD throughput", ["--repeat", "2"], True),
     (
         "accuracy",
         "2. Accuracy vs epsilon",

@@ -104,11 +104,16 @@ class TradingSettings(_Section):
     lease_s: float = Field(default=120, gt=0)
     accountant: Literal["rdp", "prv", "pld"] = "rdp"
     holdout_fraction: float = Field(default=0.2, ge=0, lt=0.9)
+    holdout_max_rows: int = Field(default=2000, ge=1)
     max_parameters: int = Field(default=5_000_000, ge=1)
     max_physical_batch_size: int = Field(default=256, ge=1)
     models_dir: str = ""
     prepared_cache_mb: int = Field(default=512, ge=0)
     prepared_cache_ttl_s: float = Field(default=900, gt=0)
+
+    def holdout(self) -> dict[str, Any]:
+        """``plan_run``'s held-out terms: every plan of this service holds out alike."""
+        return {"holdout_fraction": self.holdout_fraction, "holdout_max_rows": self.holdout_max_rows}
 
 
 class AuditSettings(_Section):

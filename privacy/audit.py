@@ -128,6 +128,7 @@ class AuditSettings:
     learning_rate: float | None = None
     accountant: str = "rdp"
     holdout_fraction: float = 0.2
+    holdout_max_rows: int | None = None
     max_physical_batch_size: int = 256
     grad_sample_mode: str = "auto"
     canaries: int = 1000
@@ -223,6 +224,7 @@ def _plans(settings: AuditSettings, defaults: dict[str, Any]) -> tuple[RunPlan, 
         max_grad_norm=settings.max_grad_norm or float(defaults["max_grad_norm"]),
         accountant=settings.accountant,
         holdout_fraction=settings.holdout_fraction,
+        holdout_max_rows=settings.holdout_max_rows,
     )
     return plan, expected
 

@@ -187,6 +187,7 @@ def privacy_command(
                     epsilon=epsilon,
                     accountant=settings.trading.accountant,
                     holdout_fraction=settings.trading.holdout_fraction,
+                    holdout_max_rows=settings.trading.holdout_max_rows,
                     max_physical_batch_size=settings.trading.max_physical_batch_size,
                     canaries=canaries,
                     seed=secrets.randbits(31) if seed is None else seed,

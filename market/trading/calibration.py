@@ -175,7 +175,7 @@ def calibrate_worker(settings: Settings, worker_class: str) -> WorkerFit:
                 batch_size=batch,
                 max_grad_norm=1.0,
                 accountant=settings.trading.accountant,
-                holdout_fraction=settings.trading.holdout_fraction,
+                **settings.trading.holdout(),
             )
             with measure(meter_settings, worker) as meter:
                 train_private(

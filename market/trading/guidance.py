@@ -50,7 +50,7 @@ def _after(ledger: Any, dataset: Dataset, quote: Quote, epsilon: float, settings
             batch_size=int(planned["batch_size"]),
             max_grad_norm=float(planned["max_grad_norm"]),
             accountant=str(planned["accountant"]),
-            holdout_fraction=settings.trading.holdout_fraction,
+            **settings.trading.holdout(),
             metrics_fraction=float(planned["metrics_fraction"]),
         )
     except PlanError:

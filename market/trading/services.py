@@ -125,7 +125,7 @@ def _plan(
             batch_size=request.batch_size,
             max_grad_norm=request.max_grad_norm or float(defaults.get("max_grad_norm", 1.0)),
             accountant=settings.trading.accountant,
-            holdout_fraction=settings.trading.holdout_fraction,
+            **settings.trading.holdout(),
         )
     except (SpecError, PlanError) as exc:
         raise ValidationFailed(str(exc), details=exc.details) from exc

@@ -482,3 +482,27 @@ def test_an_unknown_schedule_is_refused_before_training(digits):
     with pytest.raises(PlanError, match="lr_schedule"):
         train_private(model=model, features=digits.x, labels=digits.y, plan=plan,
                       learning_rate=0.5, lr_schedule="step")  # fmt: skip
+
+
+def test_the_held_out_rows_are_capped_and_the_rest_trained_on():
+    plan = plan_run(**{**GOOD, "rows": 60_000, "delta": 1e-6}, holdout_max_rows=2000)
+    assert plan.holdout_rows == 2000 and plan.train_rows == 58_000
+    assert plan.steps_per_epoch == math.ceil(58_000 / GOOD["batch_size"])
+    small = plan_run(**GOOD, holdout_max_rows=5000)  # a fifth of 10,000 is under the cap
+    assert small.holdout_rows == 2000 and small == plan_run(**GOOD)
+    with pytest.raises(PlanError) as info:
+        plan_run(**GOOD, holdout_max_rows=0)
+    assert info.value.details["field"] == "holdout_max_rows"
+
+
+def test_a_capped_holdout_holds_out_that_many_rows_in_expectation(digits):
+    """The coins run at ``holdout_rows / rows``: the held-out count is that expectation up
+    to binomial spread (5 standard deviations)."""
+    from privacy.training import holdout_mask
+
+    plan = plan_run(rows=len(digits.y), epsilon=2.0, delta=DELTA, epochs=1, batch_size=64,
+                    max_grad_norm=1.0, holdout_max_rows=100)  # fmt: skip
+    rate = plan.holdout_rows / plan.rows
+    held = holdout_mask(digits.x, digits.y, fraction=rate, key=b"k" * 32)
+    spread = 5 * math.sqrt(plan.rows * rate * (1 - rate))
+    assert abs(int(held.sum()) - 100) <= spread
