@@ -113,7 +113,10 @@ class TradingSettings(_Section):
 
     def holdout(self) -> dict[str, Any]:
         """``plan_run``'s held-out terms: every plan of this service holds out alike."""
-        return {"holdout_fraction": self.holdout_fraction, "holdout_max_rows": self.holdout_max_rows}
+        return {
+            "holdout_fraction": self.holdout_fraction,
+            "holdout_max_rows": self.holdout_max_rows,
+        }
 
 
 class AuditSettings(_Section):

@@ -11,7 +11,8 @@ import pytest
 
 from market.trading.models import Quote
 from tests.conftest import running_app
-from tests.trading.test_recipe_defaults import LAYERS, _quote, listed_digits  # noqa: F401
+from tests.trading.test_recipe_defaults import LAYERS, _quote
+from tests.trading.test_recipe_defaults import listed_digits as listed_digits  # fixture
 
 CAP = 20
 
