@@ -169,6 +169,26 @@ MAX_MISSING_MARKS = 20
 MAX_MARK_LENGTH = 40
 #: How a numeric column is scaled into the feature range.
 SCALES = ("linear", "log")
+#: At most this many bin edges on one numeric column.
+MAX_BIN_EDGES = 100
+
+
+def bins_ok(edges: Any, lo: float, hi: float) -> bool:
+    """Bin edges a numeric column may declare: finite numbers strictly inside its bounds,
+    strictly increasing, at most ``MAX_BIN_EDGES``."""
+    if not isinstance(edges, list) or not 0 < len(edges) <= MAX_BIN_EDGES:
+        return False
+    numbers = all(
+        isinstance(e, int | float) and not isinstance(e, bool) and math.isfinite(e)
+        for e in edges
+    )
+    return numbers and all(a < b for a, b in zip([lo, *edges], [*edges, hi], strict=True))
+
+
+def bin_names(name: str, edges: Sequence[float]) -> list[str]:
+    """The encoded columns of a binned numeric column, one per interval."""
+    inner = [f"{name}[{a:g},{b:g})" for a, b in zip(edges, edges[1:], strict=False)]
+    return [f"{name}<{edges[0]:g}", *inner, f"{name}>={edges[-1]:g}"]
 
 
 def _missing_marks(metadata: Mapping[str, Any]) -> list[str]:
@@ -197,6 +217,16 @@ def _numeric_feature(col: Mapping[str, Any], where: str) -> NumericFeature:
         raise _schema_error(f"{where} scale must be 'linear' or 'log'", field=where)
     if scale == "log":
         feature["scale"] = "log"
+    if col.get("bins") is not None:
+        if not bins_ok(col["bins"], lo, hi):
+            raise _schema_error(
+                f"{where} bins must be 1 to {MAX_BIN_EDGES} increasing edges strictly "
+                "between min and max",
+                field=where,
+            )
+        if scale == "log":
+            raise _schema_error(f"{where} takes bins or a log scale, not both", field=where)
+        feature["bins"] = [float(e) for e in col["bins"]]
     if col.get("fill") is not None:
         fill = col["fill"]
         usable = isinstance(fill, int | float) and not isinstance(fill, bool)
@@ -275,7 +305,9 @@ def _describe_tabular(metadata: Mapping[str, Any]) -> TabularDescription:
         raise _schema_error("no feature column besides the label", field="columns")
     encoded: list[str] = []
     for f in features:
-        if f["type"] == "numeric":
+        if f["type"] == "numeric" and "bins" in f:
+            encoded += bin_names(f["name"], f["bins"])
+        elif f["type"] == "numeric":
             encoded.append(f["name"])
         else:
             encoded += [f"{f['name']}={c}" for c in f["categories"]]
@@ -578,16 +610,31 @@ def _encode(
             features[:, at] = column + offset
             offset += len(f["categories"])
             at += 1
+        elif f["type"] == "numeric" and "bins" in f:
+            at = _one_hot(features, at, _bin_codes(column, f), len(f["bins"]) + 1, lo, hi)
         elif f["type"] == "numeric":
             features[:, at] = _scaled(column, f) * (hi - lo) + lo
             at += 1
         else:
-            width = len(f["categories"])
-            block = features[:, at : at + width]
-            block.fill(lo)
-            block[np.arange(rows), column] = hi
-            at += width
+            at = _one_hot(features, at, column, len(f["categories"]), lo, hi)
     return features, labels
+
+
+def _one_hot(
+    features: np.ndarray, at: int, codes: np.ndarray, width: int, lo: float, hi: float
+) -> int:
+    """Write ``codes`` one-hot into ``width`` columns from ``at``; returns the next column."""
+    block = features[:, at : at + width]
+    block.fill(lo)
+    block[np.arange(len(codes)), codes] = hi
+    return at + width
+
+
+def _bin_codes(floats: np.ndarray, feature: Mapping[str, Any]) -> np.ndarray:
+    """Each value's interval, clipped to the column's bounds first: ``[min, e1)`` is 0,
+    ``[e_k, max]`` is ``k``."""
+    clipped = np.clip(floats, feature["min"], feature["max"])
+    return np.searchsorted(np.asarray(feature["bins"]), clipped, side="right")
 
 
 def _scaled(floats: np.ndarray, feature: Mapping[str, Any]) -> np.ndarray:

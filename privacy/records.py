@@ -101,6 +101,7 @@ class NumericFeature(TypedDict):
     min: float
     max: float
     scale: NotRequired[Literal["log"]]
+    bins: NotRequired[list[float]]
     fill: NotRequired[float]
 
 

@@ -38,12 +38,14 @@ from pydantic import (
 from market.catalog.models import DatasetFormat, DatasetStatus
 from privacy.preprocessing import (
     IMAGE_RANKS,
+    MAX_BIN_EDGES,
     MAX_CATEGORIES,
     MAX_COLUMNS,
     MAX_IMAGE_SIDE,
     MAX_MARK_LENGTH,
     MAX_MISSING_MARKS,
     MIN_CLASSES,
+    bins_ok,
     bounds_ordered,
     repeats_a_category,
 )
@@ -66,6 +68,14 @@ class NumericColumn(_Strict):
         description="How values map onto the feature range: linear, or log1p(x - min) "
         "over log1p(max - min) for long-tailed amounts.",
     )
+    bins: list[Annotated[float, Field(allow_inf_nan=False)]] | None = Field(
+        default=None,
+        max_length=MAX_BIN_EDGES,
+        description="Edges e1 < ... < ek strictly between min and max: the column is then "
+        "one-hot over [min, e1), [e1, e2), ..., [ek, max] instead of one scaled number (for "
+        "amounts whose effect has thresholds). Public, like the bounds: choose round "
+        "numbers, never the data's quantiles. Not with a log scale.",
+    )
     fill: float | None = Field(
         default=None,
         allow_inf_nan=False,
@@ -79,6 +89,14 @@ class NumericColumn(_Strict):
             raise ValueError(f"column {self.name!r}: max must be greater than min")
         if self.fill is not None and not self.min <= self.fill <= self.max:
             raise ValueError(f"column {self.name!r}: fill must lie between min and max")
+        if self.bins is not None:
+            if not bins_ok(self.bins, self.min, self.max):
+                raise ValueError(
+                    f"column {self.name!r}: bins must be increasing edges strictly between "
+                    "min and max"
+                )
+            if self.scale == "log":
+                raise ValueError(f"column {self.name!r}: bins or a log scale, not both")
         return self
 
 

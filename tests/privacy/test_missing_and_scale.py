@@ -1,4 +1,4 @@
-"""Declared cell reading: trimmed spaces, missing-value marks, fill values and log scale.
+"""Declared cell reading: trimmed spaces, missing-value marks, fill values, log scale, bins.
 
 UCI Adult as distributed separates fields by ", " and marks unknown values "?": an owner
 declares ``trim_spaces`` and ``missing_values`` instead of rewriting the file, and says per
@@ -122,6 +122,16 @@ def test_descriptions_without_the_options_stay_as_they_were():
         (with_column("age", fill=200), "within its bounds"),
         (with_column("age", fill=True), "within its bounds"),
         (with_column("age", scale="sqrt"), "'linear' or 'log'"),
+        (with_column("age", bins=[]), "bins must be"),
+        (with_column("age", bins=[30, 30]), "bins must be"),
+        (with_column("age", bins=[50, 30]), "bins must be"),
+        (with_column("age", bins=[17]), "bins must be"),  # on the bound: an empty interval
+        (with_column("age", bins=[90]), "bins must be"),
+        (with_column("age", bins=[float("nan")]), "bins must be"),
+        (with_column("age", bins=[True]), "bins must be"),
+        (with_column("age", bins="30"), "bins must be"),
+        (with_column("age", bins=list(range(18, 120))), "bins must be"),  # over the cap
+        (with_column("gain", bins=[1, 5000]), "bins or a log scale"),
         (with_column("workclass", fill="Self"), "one of its categories"),
         (meta(missing_values="?"), "missing_values"),
         (meta(missing_values=[""]), "missing_values"),
@@ -143,3 +153,29 @@ def test_descriptions_without_the_options_stay_as_they_were():
 def test_bad_declarations_are_refused_with_their_field(metadata, message):
     with pytest.raises(SchemaError, match=message):
         describe(metadata)
+
+
+def test_bins_one_hot_each_value_into_its_interval_after_clipping():
+    m = with_column("gain", scale="linear", bins=[1, 5000, 10000])
+    d = describe(m)
+    assert d["encoded_columns"][-4:] == [
+        "gain<1",
+        "gain[1,5000)",
+        "gain[5000,10000)",
+        "gain>=10000",
+    ]
+    rows = {
+        "age": np.array([30, 30, 30, 30, 30, 30]),
+        "workclass": np.array(["Gov"] * 6, dtype=object),
+        "gain": np.array([-5, 0, 1, 4999.5, 5000, 250_000]),  # below min, above max: clipped
+    }
+    x = encode_features(d, rows)
+    assert x.shape == (6, 1 + 3 + 4)
+    assert x[:, -4:].argmax(axis=1).tolist() == [0, 0, 1, 1, 2, 3]
+    assert (x[:, -4:].sum(axis=1) == 1).all()
+
+
+def test_bins_travel_in_the_description_a_buyer_reads_with():
+    d = describe(with_column("age", bins=[30, 60]))
+    assert d["features"][0]["bins"] == [30.0, 60.0]
+    assert "bins" not in describe(meta())["features"][0]

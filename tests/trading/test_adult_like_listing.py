@@ -112,3 +112,33 @@ def test_declared_reading_lists_trains_and_travels_with_the_model(
     assert x.shape == (2, 1 + len(WORKCLASSES) + 1)
     assert np.isclose(x[0, 0], (38 - 17) / (90 - 17))  # the owner's fill, scaled
     assert x[0, 1:5].tolist() == [0.0, 0.0, 0.0, 1.0]  # "?" -> "Unknown"
+
+
+def test_binned_amounts_are_listed_quoted_and_refused_when_malformed(
+    client, owner, create_draft, upload, researcher
+):
+    """Bins are public metadata like the bounds: shown in the catalog, widening the model's
+    input by one column per interval; malformed edges are a 422 naming the column."""
+    _, headers = owner
+    meta = listing(trim_spaces=True, missing_values=["?"], age={"fill": 38},
+                   workclass={"fill": "Unknown"})  # fmt: skip
+    gain = meta["columns"][2]
+    gain.pop("scale")
+    gain["bins"] = [1, 5_000, 10_000]
+    draft = create_draft(headers, meta)
+    assert upload(headers, draft["id"], adult_like_csv()).status_code == 200
+    public = client.get(f"/api/v1/datasets/{draft['id']}", headers=researcher[1]).get_json()
+    assert {c["name"]: c for c in public["columns"]}["capital-gain"]["bins"] == [1, 5000, 10000]
+    quote = client.post(
+        "/api/v1/quotes", json=quote_body(draft["id"], epochs=1), headers=researcher[1]
+    )
+    assert quote.status_code == 201, quote.get_json()
+
+    for bad in ([5_000, 1], [0, 5_000], [1, 200_000]):
+        gain["bins"] = bad
+        refused = client.post("/api/v1/datasets", json=meta, headers=headers)
+        assert refused.status_code == 422, bad
+        assert "capital-gain" in refused.get_json()["error"]["message"]
+    gain["bins"], gain["scale"] = [1, 5_000], "log"
+    refused = client.post("/api/v1/datasets", json=meta, headers=headers)
+    assert refused.status_code == 422 and "not both" in refused.get_json()["error"]["message"]
