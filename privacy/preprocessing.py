@@ -179,8 +179,7 @@ def bins_ok(edges: Any, lo: float, hi: float) -> bool:
     if not isinstance(edges, list) or not 0 < len(edges) <= MAX_BIN_EDGES:
         return False
     numbers = all(
-        isinstance(e, int | float) and not isinstance(e, bool) and math.isfinite(e)
-        for e in edges
+        isinstance(e, int | float) and not isinstance(e, bool) and math.isfinite(e) for e in edges
     )
     return numbers and all(a < b for a, b in zip([lo, *edges], [*edges, hi], strict=True))
 
