@@ -24,6 +24,7 @@ from wtforms import (
 from wtforms.validators import InputRequired, Length, NumberRange, Optional
 
 from market.catalog.schemas import DatasetPublic
+from market.trading.reference import reference_for
 from market.trading.schemas import QuoteRequest
 
 MODEL_CHOICES = [
@@ -113,9 +114,9 @@ class QuoteForm(FlaskForm):
         self.worker_class.choices = [SelectChoice(name) for name in worker_classes]
         if not self.is_submitted() and worker_classes:
             self.worker_class.data = "cpu" if "cpu" in worker_classes else worker_classes[0]
-        self.defaults = template_suggestions(
-            dataset.rows, data_kind="image" if self.is_image else "tabular"
-        )
+        data_kind = "image" if self.is_image else "tabular"
+        self.defaults = template_suggestions(dataset.rows, data_kind=data_kind)
+        self.reference = reference_for(data_kind)
         if not self.is_submitted():
             first = self.defaults["logistic_regression"]
             self.epochs.data = first["epochs"]
