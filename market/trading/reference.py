@@ -37,7 +37,7 @@ _SEED_MLP_3 = tuple(
     + [f"accuracy-seed-mlp-eps3-rebuy{i}-2026-11-30.json" for i in range(1, 4)]
 )
 _ADULT = ("accuracy-adult-lr-bins-age-hours-categorical-2026-11-30.json",)
-_CNN = ("accuracy-mnist-cnn-2026-11-30.json",)
+_CNN = ("accuracy-mnist-cnn-held2000-2026-11-30.json",)
 
 #: Per kind of data and form template, what was measured (templates absent: not measured).
 REFERENCE: dict[tuple[str, str], ReferenceFigures] = {
@@ -53,8 +53,8 @@ REFERENCE: dict[tuple[str, str], ReferenceFigures] = {
     ("image", "cnn"): ReferenceFigures(
         data="MNIST (60,000 training images listed, scored on its 10,000 test images)",
         model="the cnn template (Tramer and Boneh's tanh CNN)",
-        nonprivate=0.9898,
-        points=(ReferencePoint(1.2, 0.9700, _CNN), ReferencePoint(3.0, 0.9802, _CNN)),
+        nonprivate=0.9896,
+        points=(ReferencePoint(1.2, 0.9714, _CNN), ReferencePoint(3.0, 0.9816, _CNN)),
     ),
     ("tabular", "logistic_regression"): ReferenceFigures(
         data="UCI Adult (32,561 rows listed, scored on its 16,281 test rows)",
