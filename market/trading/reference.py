@@ -38,11 +38,12 @@ _SEED_MLP_3 = tuple(
 )
 _ADULT = ("accuracy-adult-lr-bins-age-hours-categorical-2026-11-30.json",)
 _CNN = ("accuracy-mnist-cnn-held2000-2026-11-30.json",)
+_MNIST = "MNIST (60,000 training images listed, scored on its 10,000 test images)"
 
 #: Per kind of data and form template, what was measured (templates absent: not measured).
 REFERENCE: dict[tuple[str, str], ReferenceFigures] = {
     ("image", "layers"): ReferenceFigures(
-        data="MNIST (60,000 training images listed, scored on its 10,000 test images)",
+        data=_MNIST,
         model="the layer list flatten, dense 128 ReLU, dropout 0.2, dense 10",
         nonprivate=0.9760,
         points=(
@@ -51,7 +52,7 @@ REFERENCE: dict[tuple[str, str], ReferenceFigures] = {
         ),
     ),
     ("image", "cnn"): ReferenceFigures(
-        data="MNIST (60,000 training images listed, scored on its 10,000 test images)",
+        data=_MNIST,
         model="the cnn template (Tramer and Boneh's tanh CNN)",
         nonprivate=0.9896,
         points=(ReferencePoint(1.2, 0.9714, _CNN), ReferencePoint(3.0, 0.9816, _CNN)),
